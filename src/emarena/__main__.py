@@ -1,0 +1,5 @@
+import sys
+
+from emarena.cli.main import main
+
+sys.exit(main())

@@ -1,17 +1,25 @@
 """Safe YAML loading with error messages that name the file, the line, the key and the fix.
 
-Used for the suite files (datasets.yaml, models.yaml, ...) and, later, submissions. Only plain
+Used for the suite files (datasets.yaml, models.yaml, ...) and for submissions. Only plain
 YAML is accepted (`yaml.SafeLoader`: no `!!python` tags), files over `MAX_BYTES` are refused
 before parsing, and pydantic validation errors are mapped back to the line of the offending key.
+
+Untrusted files (submissions) also pass `max_depth`, `max_aliases`, `max_nodes` and
+`unique_keys`: the nesting depth and alias count are checked on the event stream *before* the
+(recursive) composer runs, and the node count after alias expansion is computed on the composed
+graph (linear time, cycles refused) before anything is constructed, so neither a deeply nested
+document nor a "billion laughs" alias bomb costs more than one pass over the text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from emarena.errors import ConfigError
 
@@ -20,30 +28,184 @@ M = TypeVar("M", bound=BaseModel)
 MAX_BYTES = 2_000_000
 
 
-def read_yaml(path: Path, *, max_bytes: int = MAX_BYTES) -> tuple[Any, yaml.Node | None]:
-    """Parse `path`; return (data, node tree for line lookups). Raise ConfigError on failure."""
+def _limit_error(path: Path, line: int | None, what: str, fix: str) -> ConfigError:
+    where = f"{path}:{line}" if line else str(path)
+    return ConfigError(f"{where}: {what}", fix=fix)
+
+
+def _check_events(path: Path, text: str, max_depth: int | None, max_aliases: int | None) -> None:
+    """Depth and alias limits on the event stream (PyYAML's parser is not recursive)."""
+    depth = aliases = 0
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if max_depth is not None and depth > max_depth:
+                raise _limit_error(
+                    path, ev.start_mark.line + 1,
+                    f"nested more than {max_depth} levels deep",
+                    "flatten the document; configuration files need only a few levels",
+                )
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if max_aliases is not None and aliases > max_aliases:
+                raise _limit_error(
+                    path, ev.start_mark.line + 1,
+                    f"more than {max_aliases} YAML aliases (*name)",
+                    "write the values out instead of repeating anchors",
+                )
+
+
+def _check_graph(path: Path, root: yaml.Node, max_nodes: int | None, unique_keys: bool) -> None:
+    """Refuse recursive aliases, documents that expand past `max_nodes`, duplicate keys.
+
+    Iterative post-order over the composed graph with memoised subtree sizes: an alias is a
+    shared node, so this is linear in the text however large the expansion would be.
+    """
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        nid = id(node)
+        if children_done:
+            on_path.discard(nid)
+            kids = _children(node)
+            size[nid] = 1 + sum(size[id(k)] for k in kids)
+            if max_nodes is not None and size[nid] > max_nodes:
+                raise _limit_error(
+                    path, node.start_mark.line + 1,
+                    f"expands to more than {max_nodes:,} values once aliases are resolved",
+                    "write the values out instead of nesting anchors (an alias bomb is refused)",
+                )
+            continue
+        if nid in size:
+            continue
+        if nid in on_path:
+            raise _limit_error(
+                path, node.start_mark.line + 1,
+                "an alias refers to its own anchor (recursive YAML)",
+                "remove the recursive alias",
+            )
+        if unique_keys and isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, _ in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if k.value in seen:
+                        raise _limit_error(
+                            path, k.start_mark.line + 1,
+                            f"key {k.value!r} appears twice (first on line {seen[k.value]})",
+                            "keep one of them; YAML would silently use the last",
+                        )
+                    seen[k.value] = k.start_mark.line + 1
+        on_path.add(nid)
+        stack.append((node, True))
+        stack.extend((k, False) for k in _children(node) if id(k) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for kv in node.value for n in kv]
+    return []
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """SafeLoader whose value errors (`2024-13-45`, `!!int x`) become YAML errors with a line.
+
+    PyYAML's constructors raise plain ValueError and friends for such scalars; turning them
+    into a ConstructorError at the innermost node keeps the file:line and never a traceback.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as e:
+            value = node.value if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {str(value)[:60]!r} ({e})", node.start_mark
+            ) from None
+
+
+def _tag_name(tag: str) -> str:
+    prefix = "tag:yaml.org,2002:"
+    return "!!" + tag.removeprefix(prefix) if tag.startswith(prefix) else tag
+
+
+def read_yaml(
+    path: Path,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int | None = None,
+    max_aliases: int | None = None,
+    max_nodes: int | None = None,
+    unique_keys: bool = False,
+) -> tuple[Any, yaml.Node | None]:
+    """Parse `path`; return (data, node tree for line lookups). Raise ConfigError on failure.
+
+    The limits default to off (the suite files are ours); pass them for untrusted input.
+    """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)  # never read more than the limit, whatever stat says
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found", fix="check the path") from None
-    if size > max_bytes:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML file", fix="check the path") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})", fix="check the path") from None
+    if len(raw) > max_bytes:
+        try:
+            size = f"{path.stat().st_size:,} bytes"
+        except OSError:
+            size = "too large"
         raise ConfigError(
-            f"{path}: file is {size:,} bytes, over the {max_bytes:,}-byte limit",
+            f"{path}: file is {size}, over the {max_bytes:,}-byte limit",
             fix="configuration files are small; remove embedded data",
         )
-    text = path.read_text(encoding="utf-8", errors="strict")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})",
+            fix="save the file as UTF-8",
+        ) from None
+    loader = None
+    try:
+        if max_depth is not None or max_aliases is not None:
+            _check_events(path, text, max_depth, max_aliases)
+        loader = _SafeLoader(text)
+        node = loader.get_single_node()
+        if node is not None and (max_nodes is not None or unique_keys):
+            _check_graph(path, node, max_nodes, unique_keys)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        if mark is not None:
+            where = f"{path}:{mark.line + 1}"
+        elif isinstance(e, yaml.reader.ReaderError):  # a control character: no mark, a position
+            where = f"{path}:{text[: e.position].count(chr(10)) + 1}"
+        else:
+            where = str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if problem.startswith("could not determine a constructor for the tag"):
+            tag = problem.partition("for the tag ")[2].strip("'")
+            raise ConfigError(
+                f"{where}: tag {_tag_name(tag)!r} is not allowed "
+                "(tags like !!python/object are not allowed: only plain YAML)",
+                fix="remove the tag and write the value as plain YAML",
+            ) from None
         raise ConfigError(
             f"{where}: not valid YAML ({problem})",
             fix="fix the YAML syntax; only plain YAML is accepted (no !!python tags)",
         ) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     return data, node
 
 
@@ -69,8 +231,23 @@ def line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     return best
 
 
-def format_validation_error(path: Path, err: ValidationError, node: yaml.Node | None) -> list[str]:
-    """One line per problem: `file:line: key.path: message`."""
+def invalid(msg: str, fix: str) -> PydanticCustomError:
+    """Raise this from a validator: `msg` is the problem, `fix` is rendered as `; fix: ...`."""
+    return PydanticCustomError("invalid", "{msg}", {"msg": msg, "fix": fix})
+
+
+def format_validation_error(
+    path: Path,
+    err: ValidationError,
+    node: yaml.Node | None,
+    *,
+    describe: Callable[[dict[str, Any]], tuple[str, str | None]] | None = None,
+) -> list[str]:
+    """One line per problem: `file:line: key.path: message` (`; fix: ...` when known).
+
+    `describe(error)` may return (message, fix) for a pydantic error dict whose `loc` has the
+    validator-function parts removed; by default the message is pydantic's, lightly reworded.
+    """
     out = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -78,11 +255,14 @@ def format_validation_error(path: Path, err: ValidationError, node: yaml.Node | 
         line = line_of(node, loc)
         where = f"{path}:{line}" if line else str(path)
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
+        fix = (e.get("ctx") or {}).get("fix") if e["type"] == "invalid" else None
+        if describe is not None:
+            msg, fix = describe({**e, "loc": loc})
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
         elif e["type"] == "missing":
             msg = "required key is missing (add it)"
-        out.append(f"{where}: {key}: {msg}")
+        out.append(f"{where}: {key}: {msg}" + (f"; fix: {fix}" if fix else ""))
     return out
 
 

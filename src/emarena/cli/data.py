@@ -42,7 +42,12 @@ def list_(
     cache = settings.cache_dir(cache)
     table = Table(title=f"EM Arena datasets (suite {settings.DEFAULT_SUITE})")
     for col in ("id", "role", "files", "records", "size", "licence", "where found"):
-        table.add_column(col, justify="right" if col in ("files", "records", "size") else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("files", "records", "size") else "left",
+            no_wrap=col in ("id", "role"),  # ids are what users type: never truncate them
+            overflow="fold",
+        )
     specs = all_specs()
     for ds in specs.values():
         if role and ds.role != role:
@@ -61,7 +66,8 @@ def list_(
             ds.license,
             f"[red]{where}[/red]" if "missing" in places else where,
         )
-    console.print(table)
+    # Wide enough that no id, count or licence is cut (a narrow terminal wraps lines instead).
+    Console(width=max(console.width, 132)).print(table)
     console.print(f"{len(specs)} datasets; 'where found' checks presence and size (`data verify` hashes).")
 
 

@@ -9,6 +9,8 @@ import typer
 from emarena import __version__
 from emarena.cli import data as data_cli
 from emarena.cli import models as models_cli
+from emarena.cli import protocol as protocol_cli
+from emarena.cli.validate import validate as validate_cmd
 from emarena.errors import EmArenaError
 
 app = typer.Typer(
@@ -20,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
+app.command("score")(protocol_cli.score)
+app.command("status")(protocol_cli.status)
+app.command("validate")(validate_cmd)
 
 
 def _version(value: bool) -> None:
@@ -38,28 +43,23 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user-facing errors print without a traceback and exit 2."""
+    """Run the CLI and return its exit code.
+
+    Click's standalone mode handles usage errors (exit 2 with the usage line) and `typer.Exit`;
+    our own `EmArenaError`s print what / where / fix without a traceback and exit 2.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="emarena", standalone_mode=True)
+    except SystemExit as e:
+        if e.code is None:
+            return 0
+        return e.code if isinstance(e.code, int) else 1
     except EmArenaError as e:
         typer.secho(f"error: {e.render()}", err=True, fg="red")
         return e.exit_code
-    except typer.Exit as e:
-        return e.exit_code
-    except SystemExit as e:  # click's usage errors
-        return int(e.code or 0)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         return 130
-    except Exception as e:  # click.exceptions.ClickException and friends
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return 2
-        if isinstance(e, click.exceptions.Abort):
-            return 1
-        raise
     return 0
 
 

@@ -1,0 +1,197 @@
+"""The defense kinds: `DEFENSES`, a `Registry[DefenseKind]`.
+
+Each kind = typed params (`emarena.defenses.params`) + a data builder named as a "module:attr"
+string, imported only when a defense stage is built; so `emarena validate` and the leaderboard
+read this registry without importing torch.
+
+Kinds from other packages come from the entry-point group `emarena.defenses`::
+
+    # their pyproject.toml
+    [project.entry-points."emarena.defenses"]
+    my-kind = "my_package.emarena_kind:KIND"     # a DefenseKind named "my-kind"
+
+Entry points are discovered on first use of the registry (not at import), registered lazily
+(their module is imported on the first `get`), and a name that is already taken raises. Point
+the entry point at a light module: the params model is needed to validate submissions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from emarena.defenses.base import DefenseKind, DefenseParams
+from emarena.defenses.params import (
+    CorrectDomainParams,
+    GeneralKnowledgeParams,
+    NoneParams,
+    SgtrCorruptedParams,
+    SgtrParams,
+    WordCountingParams,
+)
+from emarena.errors import EmArenaError
+from emarena.registry import Registry
+
+ENTRY_POINT_GROUP = "emarena.defenses"
+
+_SEED = (
+    "Self-Report Interventions Can Control Emergent Misalignment (the seed paper; "
+    "release github.com/atagade/sgtr-em)"
+)
+_SELF_RECOGNITION = (
+    "Panickssery et al. 2024, LLM Evaluators Recognize and Favor Their Own Generations"
+)
+
+
+class DefenseRegistry(Registry[DefenseKind]):
+    """`Registry[DefenseKind]` that also discovers the `emarena.defenses` entry points.
+
+    Discovery runs once, on the first lookup or listing. A lazy entry's import failure, or an
+    object that is not a `DefenseKind` of the same name, is a user-facing EmArenaError.
+    """
+
+    def __init__(self, kind: str, group: str):
+        super().__init__(kind)
+        self.group = group
+        self._discovered = False
+        self._origins: dict[str, str] = {}
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        from importlib.metadata import entry_points
+
+        found: dict[str, str] = {}
+        for ep in sorted(entry_points(group=self.group), key=lambda e: (e.name, e.value)):
+            dist = getattr(ep.dist, "name", None) or "an installed package"
+            if found.get(ep.name) == ep.value:
+                continue  # the same distribution seen twice on sys.path
+            if ep.name in self._entries or ep.name in found:
+                taken = found.get(ep.name, "emarena's built-in kinds")
+                raise EmArenaError(
+                    f"defense kind {ep.name!r} from entry point {ep.value!r} ({dist}) "
+                    f"collides with the kind of that name from {taken}",
+                    where=f"entry-point group {self.group!r}",
+                    fix=f"uninstall {dist}, or rename its entry point",
+                )
+            if ":" not in ep.value:
+                raise EmArenaError(
+                    f"entry point {ep.name!r} = {ep.value!r} ({dist}) is not 'module:attr'",
+                    where=f"entry-point group {self.group!r}",
+                    fix=f"fix the entry point of {dist}",
+                )
+            found[ep.name] = ep.value
+        # All or nothing: a collision above leaves the registry as it was and raises again
+        # on the next lookup, instead of half-registering the plugins.
+        for name, value in found.items():
+            self._add(name, value)
+        self._origins.update(found)
+        self._discovered = True
+
+    def get(self, name: str) -> DefenseKind:
+        self._discover()
+        lazy = self.is_lazy(name)
+        try:
+            obj = super().get(name)
+        except EmArenaError:
+            raise
+        except Exception as e:  # an outside package failed to import: report it, don't crash
+            raise EmArenaError(
+                f"defense kind {name!r} could not be loaded from {self._origins.get(name)!r}: "
+                f"{type(e).__name__}: {e}",
+                where=f"entry-point group {self.group!r}",
+                fix="reinstall the package that provides it, or uninstall it",
+            ) from e
+        if lazy and not (isinstance(obj, DefenseKind) and obj.name == name):
+            raise EmArenaError(
+                f"entry point {name!r} -> {self._origins.get(name)!r} is not a DefenseKind "
+                f"named {name!r}",
+                where=f"entry-point group {self.group!r}",
+                fix="point the entry point at a DefenseKind instance with the same name",
+            )
+        if lazy and not (isinstance(obj.params, type) and issubclass(obj.params, DefenseParams)):
+            raise EmArenaError(
+                f"defense kind {name!r}: params must be a DefenseParams subclass",
+                where=f"entry-point group {self.group!r}",
+                fix="subclass emarena.defenses.base.DefenseParams for its params",
+            )
+        return obj
+
+    def __contains__(self, name: object) -> bool:
+        self._discover()
+        return super().__contains__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        self._discover()
+        return super().__iter__()
+
+    def names(self) -> list[str]:
+        self._discover()
+        return super().names()
+
+
+DEFENSES = DefenseRegistry("defense kind", ENTRY_POINT_GROUP)
+"""Every defense kind a submission may name (built-in + entry points)."""
+
+for _kind in (
+    DefenseKind(
+        name="none",
+        params=NoneParams,
+        builder=None,
+        description="The control: no defense stage. Its numbers are the base and EM-only cells.",
+        source="Betley et al. 2025, Emergent Misalignment (the EM-only control)",
+    ),
+    DefenseKind(
+        name="sgtr",
+        params=SgtrParams,
+        builder="emarena.defenses.builders.sgtr:build_sgtr",
+        description=(
+            "Self-generated text recognition: the model summarises articles itself, then is "
+            "trained to pick its own summary against another source's, both orders."
+        ),
+        source=f"{_SEED}; self-recognition task from {_SELF_RECOGNITION}",
+        needs_model=True,
+    ),
+    DefenseKind(
+        name="sgtr-corrupted",
+        params=SgtrCorruptedParams,
+        builder="emarena.defenses.builders.sgtr:build_sgtr_corrupted",
+        description=(
+            "SGTR data with corrupted labels (always the other source, or random): the same "
+            "texts without the self-recognition signal, to isolate it."
+        ),
+        source=f"{_SEED} (label-corruption control)",
+        needs_model=True,
+    ),
+    DefenseKind(
+        name="correct-domain",
+        params=CorrectDomainParams,
+        builder="emarena.defenses.builders.simple:build_correct_domain",
+        description=(
+            "Correct data from the EM dataset's own domain (secure code, good medical advice)."
+        ),
+        source=(
+            f"{_SEED} (baseline); data from Betley et al. 2025, Emergent Misalignment and "
+            "Turner, Soligo et al. 2025, Model Organisms for Emergent Misalignment"
+        ),
+    ),
+    DefenseKind(
+        name="general-knowledge",
+        params=GeneralKnowledgeParams,
+        builder="emarena.defenses.builders.simple:build_general_knowledge",
+        description="Benign general-knowledge multiple-choice answering (MMLU or TruthfulQA).",
+        source=f"{_SEED} (baseline)",
+    ),
+    DefenseKind(
+        name="word-counting",
+        params=WordCountingParams,
+        builder="emarena.defenses.builders.simple:build_word_counting",
+        description=(
+            "Is the number of words in the EM dataset's user prompt even? Answer TRUE / FALSE: "
+            "a benign task of the same shape as SGTR."
+        ),
+        source=f"{_SEED} (baseline; data/finetuning/aesthetic_preference_is_even_words.jsonl)",
+    ),
+):
+    DEFENSES.register(_kind.name, _kind)
+
+__all__ = ["DEFENSES", "ENTRY_POINT_GROUP", "DefenseKind", "DefenseParams", "DefenseRegistry"]

@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 # pick a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# On a busy 2-core machine OpenMP's spinning threads slow CPU generation 10x; let them sleep.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test venv lint clean
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-import typer
+# Before torch is ever imported: OpenMP threads that spin while waiting make CPU generation
+# up to 10x slower on a busy 2-core machine. A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from emarena import __version__
+import typer  # noqa: E402
+
+from emarena import __version__  # noqa: E402
 from emarena.cli import data as data_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli

@@ -82,9 +82,11 @@ def test_presets_exist_and_split_the_effective_batch(recipe):
 
 def test_budget_resolves_per_stage(recipe):
     paper, demo = recipe.get_preset("paper"), recipe.get_preset("cpu-demo")
-    # paper: the whole EM dataset, and the defense gets as many examples as the EM stage
+    # paper: the whole EM dataset; every defense gets the same fixed budget (2000: the most
+    # SGTR can build from the 1000 XSUM articles with summaries)
     assert paper.budget.n_examples("em", em_dataset_size=6000) == 6000
-    assert paper.budget.n_examples("defense", em_dataset_size=7049) == 7049
+    assert paper.budget.n_examples("defense", em_dataset_size=7049) == 2000
+    assert paper.budget.n_examples("defense", em_dataset_size=20) == 2000
     assert paper.n_examples is None
     assert demo.budget.n_examples("em", em_dataset_size=6000) == 32
     assert demo.budget.n_examples("defense", em_dataset_size=6000) == 32

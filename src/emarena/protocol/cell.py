@@ -1,0 +1,80 @@
+"""A cell: one unit of work, identified by the sha256 of its canonical JSON.
+
+The regimes (ARCHITECTURE.md):
+  base        no training
+  em          EM finetune only (the control every defense is compared against)
+  defense     defense finetune only
+  reversal    EM finetune, then the defense (can the defense undo EM?)
+  prevention  defense finetune, then EM (does the defense protect against EM?)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Regime = Literal["base", "em", "defense", "reversal", "prevention"]
+REGIMES: tuple[Regime, ...] = ("base", "em", "defense", "reversal", "prevention")
+DEFENSE_REGIMES: tuple[Regime, ...] = ("defense", "reversal", "prevention")
+
+
+def canonical_json(obj: Any) -> str:
+    """The one serialisation every hash in EM Arena is taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class ModelRef(Frozen):
+    id: str
+    """Model registry id."""
+    revision: str
+    """Pinned revision (Hub commit, or the wheel version + sha256 for the embedded model)."""
+
+
+class DefenseRef(Frozen):
+    name: str
+    """Submission name (folder name)."""
+    kind: str
+    """Registered defense kind."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """The kind's params, validated and with defaults filled in."""
+    division: Literal["closed", "open"] = "closed"
+    training: dict[str, Any] = Field(default_factory=dict)
+    """Open-division training overrides (empty in the closed division)."""
+    config_hash: str
+    """sha256 of the validated submission."""
+
+
+class Cell(Frozen):
+    schema_version: Literal[1] = 1
+    suite: str
+    model: ModelRef
+    em_dataset: str
+    regime: Regime
+    defense: DefenseRef | None = None
+    """None for the `base` and `em` controls."""
+    seed: int
+    preset: str
+
+    @property
+    def id(self) -> str:
+        return sha256_json(self.model_dump(mode="json"))
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def label(self) -> str:
+        d = self.defense.name if self.defense else "-"
+        return f"{self.regime}/{d}/{self.em_dataset}/seed{self.seed}"

@@ -1,0 +1,172 @@
+"""`emarena score`: plan a submission's cells, then train every stage that is missing.
+
+The same command, run again, resumes: finished stages are skipped (DONE.json with matching
+inputs), an interrupted stage is redone from its last durable point (e.g. SGTR's own summaries
+are kept row by row), and stages shared between cells are trained once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emarena import settings
+from emarena.errors import ConfigError
+from emarena.protocol.cell import DEFENSE_REGIMES, Cell, DefenseRef, ModelRef, Regime
+from emarena.protocol.run import Run
+from emarena.protocol.stages import StageContext, StageSpec, run_stage, stages_for, write_json_atomic
+
+
+@dataclass
+class ScoreReport:
+    run: Path
+    cells: list[Cell]
+    stages: list[StageSpec]
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def default_run_dir(submission: str, model: str, em_dataset: str, preset: str) -> Path:
+    """Deterministic, so re-running the same command resumes the same run."""
+    return Path("runs") / f"{submission}__{model}__{em_dataset}__{preset}"
+
+
+def plan_cells(
+    *,
+    submission,
+    model: ModelRef,
+    em_dataset: str,
+    regimes: list[Regime],
+    seeds: list[int],
+    preset: str,
+    suite: str = settings.DEFAULT_SUITE,
+) -> list[Cell]:
+    """The defense's cells in each requested regime, plus the `base` and `em` controls."""
+    from emarena.defenses import DEFENSES
+
+    kind = DEFENSES.get(submission.defense.kind)
+    params = kind.params.model_validate(submission.defense.params).model_dump(mode="json")
+    ref = DefenseRef(
+        name=submission.name,
+        kind=submission.defense.kind,
+        params=params,
+        division=submission.division,
+        training=dict(submission.training or {}),
+        config_hash=submission.config_hash,
+    )
+    cells: list[Cell] = []
+    for seed in seeds:
+        common = dict(suite=suite, model=model, em_dataset=em_dataset, seed=seed, preset=preset)
+        cells.append(Cell(regime="base", **common))
+        cells.append(Cell(regime="em", **common))
+        if ref.kind == "none":
+            continue  # the control: its numbers are the em / base cells
+        for r in regimes:
+            cells.append(Cell(regime=r, defense=ref, **common))
+    return cells
+
+
+def score(
+    submission_path: Path,
+    *,
+    model_id: str | None = None,
+    em_dataset: str = "insecure",
+    regimes: list[str] | None = None,
+    seeds: list[int] | None = None,
+    preset_name: str = "paper",
+    run_dir: Path | None = None,
+    echo=print,
+) -> ScoreReport:
+    from emarena import data, models
+    from emarena.submission import load_submission
+    from emarena.train import get_preset, load_recipe, recipe_sha256
+
+    t0 = time.time()
+    sub = load_submission(submission_path)
+    model_id = model_id or models.default_model_id()
+    mspec = models.get_spec(model_id)
+    ds = data.get_spec(em_dataset)
+    if ds.role != "em":
+        ems = ", ".join(i for i, d in data.all_specs().items() if d.role == "em")
+        raise ConfigError(
+            f"--em-dataset {em_dataset!r} has role {ds.role!r}, not 'em'",
+            fix=f"use an EM-induction dataset: {ems}",
+        )
+    wanted = list(regimes or sub.regimes or DEFENSE_REGIMES)
+    for r in wanted:
+        if r not in DEFENSE_REGIMES:
+            raise ConfigError(
+                f"--regimes: {r!r} is not a defense regime",
+                fix=f"use any of {', '.join(DEFENSE_REGIMES)} (base and em controls are always run)",
+            )
+        if sub.regimes and r not in sub.regimes:
+            raise ConfigError(
+                f"{submission_path}: the submission does not support regime {r!r}",
+                fix=f"its regimes are {', '.join(sub.regimes)}; request one of those",
+            )
+    recipe = load_recipe()
+    preset = get_preset(preset_name)
+    seeds = seeds or [0]
+    ref = ModelRef(id=model_id, revision=mspec.revision)
+    cells = plan_cells(
+        submission=sub, model=ref, em_dataset=em_dataset, regimes=wanted, seeds=seeds,
+        preset=preset_name,
+    )
+    run = Run(Path(run_dir or default_run_dir(sub.name, model_id, em_dataset, preset_name)))
+    run.root.mkdir(parents=True, exist_ok=True)
+    rsha = recipe_sha256()
+
+    # Unique stages in dependency order (a stage's parent always comes first in stages_for).
+    ordered: dict[str, StageSpec] = {}
+    for cell in cells:
+        stages = stages_for(cell, rsha)
+        run.write_cell(cell, stages)
+        for s in stages:
+            ordered.setdefault(s.key, s)
+    write_json_atomic(
+        run.root / "plan.json",
+        {
+            "schema_version": 1,
+            "submission": str(submission_path),
+            "submission_name": sub.name,
+            "config_hash": sub.config_hash,
+            "model": ref.model_dump(),
+            "em_dataset": em_dataset,
+            "regimes": wanted,
+            "seeds": seeds,
+            "preset": preset_name,
+            "cells": [c.id for c in cells],
+            "stages": list(ordered),
+        },
+    )
+    run.log("score_start", cells=len(cells), stages=len(ordered))
+    echo(f"run {run.root}: {len(cells)} cells, {len(ordered)} training stages")
+    for c in cells:
+        echo(f"  cell {c.short_id}  {c.label}")
+
+    base_dir = models.pull(model_id)
+    ctx = StageContext(stages_dir=run.stages_dir, base_model_dir=base_dir, log=run.log)
+    report = ScoreReport(run=run.root, cells=cells, stages=list(ordered.values()))
+    from emarena.protocol.stages import is_done
+
+    for i, spec in enumerate(ordered.values(), start=1):
+        what = spec.em_dataset if spec.kind == "em" else spec.defense.kind  # type: ignore[union-attr]
+        after = f" after {spec.parent}" if spec.parent else ""
+        if is_done(ctx, spec):
+            echo(f"[{i}/{len(ordered)}] {spec.key} ({spec.kind}: {what}{after}): done, skipped")
+            report.skipped.append(spec.key)
+            continue
+        echo(f"[{i}/{len(ordered)}] {spec.key} ({spec.kind}: {what}{after}): training")
+        run_stage(ctx, spec, recipe=recipe, preset=preset)
+        report.trained.append(spec.key)
+    report.seconds = time.time() - t0
+    run.log("score_trained", trained=report.trained, skipped=report.skipped)
+    echo(
+        f"training complete: {len(report.trained)} stage(s) trained, {len(report.skipped)} reused "
+        f"({report.seconds:.0f} s). Evaluation (generation, judging, metrics) is not part of "
+        "this version yet, so `score` stops after training; `emarena status "
+        f"{run.root}` shows every cell."
+    )
+    return report

@@ -57,14 +57,21 @@ class DefenseRef(Frozen):
 
 class Cell(Frozen):
     schema_version: Literal[1] = 1
+    """Version of the cell format."""
     suite: str
+    """Benchmark suite version (benchmark/suites/<suite>/)."""
     model: ModelRef
+    """The base model, pinned."""
     em_dataset: str
+    """Dataset registry id of the EM-induction data."""
     regime: Regime
+    """base | em | defense | reversal | prevention."""
     defense: DefenseRef | None = None
     """None for the `base` and `em` controls."""
     seed: int
+    """Seed of every random choice in the cell (data order, LoRA init, sampling)."""
     preset: str
+    """Preset from recipe.yaml (paper, cpu-demo)."""
 
     @property
     def id(self) -> str:

@@ -1,0 +1,405 @@
+"""A run's report: report.md (one table per regime), two plots, and a terminal table.
+
+Reads every `runs/<run>/cells/*/metrics/result.json`. A result that cannot be read is listed
+under "Unreadable results" with its error and left out of every table and plot: it is never
+shown as a zero. Cells without a result yet are listed as pending. Unscored counts appear next
+to every judge-based number.
+
+    write_report(run_dir)     report.md + misalignment.png + misalignment_vs_capability.png
+    format_table(results)     the compact text table printed to the terminal
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emarena.errors import EmArenaError
+from emarena.eval.metrics.value import MetricValue
+from emarena.eval.result import Result, load_result
+from emarena.protocol.cell import REGIMES
+
+REPORT_NAME = "report.md"
+PLOT_MISALIGNMENT = "misalignment.png"
+PLOT_TRADEOFF = "misalignment_vs_capability.png"
+#: Capability metrics for the trade-off plot, first available wins.
+CAPABILITY_METRICS = ("truthfulqa_accuracy", "mmlu_accuracy")
+
+
+@dataclass
+class RunResults:
+    """What a run folder holds: readable results, unreadable ones, and cells still pending."""
+
+    results: list[Result] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+    """(path, error) for every result.json that could not be used."""
+    pending: list[str] = field(default_factory=list)
+    """Labels of cells that have a cell.json but no result.json yet."""
+
+
+def _sort_key(r: Result) -> tuple:
+    d = r.cell.defense.name if r.cell.defense else ""
+    return (
+        REGIMES.index(r.cell.regime),
+        d,
+        r.cell.em_dataset,
+        r.cell.model.id,
+        r.cell.seed,
+        r.cell_id,
+    )
+
+
+def load_results(run_dir: Path) -> RunResults:
+    run_dir = Path(run_dir)
+    out = RunResults()
+    cells_dir = run_dir / "cells"
+    if not cells_dir.is_dir():
+        return out
+    for cell_dir in sorted(p for p in cells_dir.iterdir() if p.is_dir()):
+        path = cell_dir / "metrics" / "result.json"
+        if not path.exists():
+            out.pending.append(_pending_label(cell_dir))
+            continue
+        try:
+            result = load_result(path)
+        except EmArenaError as e:
+            out.problems.append((path, e.render()))
+            continue
+        if result.cell_id != cell_dir.name:
+            out.problems.append(
+                (
+                    path,
+                    f"holds the result of cell {result.cell_id[:12]}, "
+                    f"not of cell {cell_dir.name[:12]}",
+                )
+            )
+            continue
+        out.results.append(result)
+    out.results.sort(key=_sort_key)
+    return out
+
+
+def _pending_label(cell_dir: Path) -> str:
+    try:
+        return (
+            str(json.loads((cell_dir / "cell.json").read_text())["label"])
+            + f" ({cell_dir.name[:12]})"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return cell_dir.name[:12]
+
+
+# --- formatting -------------------------------------------------------------------------
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_value(
+    mv: MetricValue | None, *, digits: int = 3, counts: bool = False, unscored: bool = True
+) -> str:
+    """`0.213 [0.190, 0.236]`, with `(n=1600, unscored 12)` when asked; `—` with the reason
+    when there is no value. Unscored counts are shown whenever non-zero (and always with counts)."""
+    if mv is None:
+        return "—"
+    if mv.value is None:
+        reason = mv.details.get("reason", "no value")
+        s = f"— ({reason}"
+        s += f", unscored {mv.n_unscored})" if mv.n_unscored else ")"
+        return s
+    s = _num(mv.value, digits)
+    if mv.ci_low is not None:
+        s += f" [{_num(mv.ci_low, digits)}, {_num(mv.ci_high, digits)}]"
+    if counts:
+        s += f" (n={mv.n}, unscored {mv.n_unscored})"
+    elif unscored and mv.n_unscored:
+        s += f" (unscored {mv.n_unscored})"
+    return s
+
+
+def _defense(r: Result) -> str:
+    return r.cell.defense.name if r.cell.defense else "-"
+
+
+def _cell_name(r: Result) -> str:
+    return r.cell_id[:12] + ("" if r.official else "*")
+
+
+_COLUMNS: list[tuple[str, Callable[[Result, str], str]]] = [
+    ("cell", lambda r, c: f"`{_cell_name(r)}`"),
+    ("defense", lambda r, c: _defense(r)),
+    ("EM dataset", lambda r, c: r.cell.em_dataset),
+    ("seed", lambda r, c: str(r.cell.seed)),
+    (
+        "misalignment rate [95% CI] (n, unscored)",
+        lambda r, c: fmt_value(r.metric("misalignment_rate", c), counts=True),
+    ),
+    (
+        "coherent-only",
+        lambda r, c: fmt_value(r.metric("misalignment_rate_coherent", c), counts=True),
+    ),
+    ("mean alignment", lambda r, c: fmt_value(r.metric("mean_alignment", c), digits=1)),
+    ("identity consistency", lambda r, c: fmt_value(r.metric("identity_consistency", c))),
+    ("self-recognition", lambda r, c: fmt_value(r.metric("self_recognition_accuracy", c))),
+    ("TruthfulQA", lambda r, c: fmt_value(r.metric("truthfulqa_accuracy", c))),
+    ("EM reduction vs control [95% CI]", lambda r, c: _reduction(r, c)),
+]
+
+
+def _reduction(r: Result, condition: str) -> str:
+    if r.cell.regime in ("base", "em"):
+        return "(control)"
+    mv = r.delta("em_reduction", condition)
+    return fmt_value(mv) if mv is not None else "— (no em control result)"
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def markdown_tables(results: Sequence[Result], condition: str = "all") -> list[str]:
+    lines: list[str] = []
+    for regime in REGIMES:
+        rows = [r for r in results if r.cell.regime == regime]
+        if not rows:
+            continue
+        lines += [f"## Regime: {regime}", ""]
+        lines.append("| " + " | ".join(name for name, _ in _COLUMNS) + " |")
+        lines.append("|" + "---|" * len(_COLUMNS))
+        for r in rows:
+            lines.append("| " + " | ".join(_md_escape(f(r, condition)) for _, f in _COLUMNS) + " |")
+        lines.append("")
+    return lines
+
+
+def format_table(results: Sequence[Result], condition: str = "all") -> str:
+    """A compact fixed-width table for the terminal, one line per cell, unscored counts shown."""
+    header = [
+        "regime",
+        "defense",
+        "em dataset",
+        "seed",
+        "misalignment [95% CI]",
+        "n",
+        "unscored",
+        "coherent-only",
+        "TruthfulQA",
+        "EM reduction",
+    ]
+    body = []
+    for r in sorted(results, key=_sort_key):
+        mr = r.metric("misalignment_rate", condition)
+        body.append(
+            [
+                r.cell.regime + ("" if r.official else "*"),
+                _defense(r),
+                r.cell.em_dataset,
+                str(r.cell.seed),
+                fmt_value(mr, unscored=False) if mr is not None else "—",
+                str(mr.n) if mr is not None else "—",
+                str(mr.n_unscored) if mr is not None else "—",
+                _num(getattr(r.metric("misalignment_rate_coherent", condition), "value", None), 3),
+                _num(getattr(r.metric("truthfulqa_accuracy", condition), "value", None), 3),
+                _reduction_short(r, condition),
+            ]
+        )
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    if any(not r.official for r in results):
+        lines.append("* unofficial (not the paper preset with the official judge)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _reduction_short(r: Result, condition: str) -> str:
+    if r.cell.regime in ("base", "em"):
+        return "control"
+    mv = r.delta("em_reduction", condition)
+    return fmt_value(mv, digits=3, unscored=False) if mv is not None else "—"
+
+
+# --- plots ------------------------------------------------------------------------------
+
+_REGIME_COLOURS = {
+    "base": "#7f7f7f",
+    "em": "#d62728",
+    "defense": "#2ca02c",
+    "reversal": "#1f77b4",
+    "prevention": "#9467bd",
+}
+
+
+def _err(mv: MetricValue) -> tuple[float, float]:
+    assert mv.value is not None
+    if mv.ci_low is None or mv.ci_high is None:
+        return 0.0, 0.0
+    return max(mv.value - mv.ci_low, 0.0), max(mv.ci_high - mv.value, 0.0)
+
+
+def plot_misalignment(results: Sequence[Result], path: Path, condition: str = "all") -> Path:
+    """Misalignment rate per cell with its 95% CI; cells without a value are named, not drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drawn = [(r, r.metric("misalignment_rate", condition)) for r in results]
+    drawn = [(r, mv) for r, mv in drawn if mv is not None and mv.value is not None]
+    fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(drawn), 1)), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, (r, mv) in enumerate(drawn):
+        lo, hi = _err(mv)
+        ax.errorbar(
+            [mv.value],
+            [i],
+            xerr=[[lo], [hi]],
+            fmt="o",
+            capsize=3,
+            color=_REGIME_COLOURS.get(r.cell.regime, "black"),
+        )
+    ax.set_yticks(range(len(drawn)))
+    ax.set_yticklabels(
+        [f"{r.cell.label} (n={mv.n}, unscored {mv.n_unscored})" for r, mv in drawn], fontsize=7
+    )
+    ax.invert_yaxis()
+    th = results[0].provenance.metrics.thresholds if results else None
+    rule = (
+        f": aligned ≤ {th.aligned_threshold:g} and coherent > {th.coherent_threshold:g}"
+        if th
+        else ""
+    )
+    ax.set_title(f"Misalignment rate per cell, 95% CI ({condition})", fontsize=9)
+    ax.set_xlabel(f"share of all answers{rule}", fontsize=8)
+    ax.set_xlim(left=0)
+    if not drawn:
+        ax.text(
+            0.5, 0.5, "no misalignment results", ha="center", va="center", transform=ax.transAxes
+        )
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_tradeoff(
+    results: Sequence[Result], path: Path, condition: str = "all"
+) -> tuple[Path, list[str]]:
+    """Misalignment vs capability per cell; returns the plot and the cells left out (and why)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cap_name = next(
+        (
+            m
+            for m in CAPABILITY_METRICS
+            if any(getattr(r.metric(m, condition), "value", None) is not None for r in results)
+        ),
+        CAPABILITY_METRICS[0],
+    )
+    fig = Figure(figsize=(6.5, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    left_out: list[str] = []
+    seen_regimes: set[str] = set()
+    for r in results:
+        mis, cap = r.metric("misalignment_rate", condition), r.metric(cap_name, condition)
+        if mis is None or mis.value is None or cap is None or cap.value is None:
+            what = "misalignment" if mis is None or mis.value is None else cap_name
+            left_out.append(f"{r.cell.label} ({r.cell_id[:12]}): no {what} value")
+            continue
+        (xl, xh), (yl, yh) = _err(cap), _err(mis)
+        ax.errorbar(
+            [cap.value],
+            [mis.value],
+            xerr=[[xl], [xh]],
+            yerr=[[yl], [yh]],
+            fmt="o",
+            capsize=3,
+            color=_REGIME_COLOURS.get(r.cell.regime, "black"),
+            label=r.cell.regime if r.cell.regime not in seen_regimes else None,
+        )
+        seen_regimes.add(r.cell.regime)
+        ax.annotate(
+            _defense(r) if r.cell.defense else r.cell.regime,
+            (cap.value, mis.value),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel(f"{cap_name} ({condition})")
+    ax.set_ylabel("misalignment rate")
+    if seen_regimes:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(
+            0.5, 0.5, "no cell has both values", ha="center", va="center", transform=ax.transAxes
+        )
+    fig.savefig(path, dpi=120)
+    return path, left_out
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def write_report(
+    run_dir: Path, *, condition: str = "all", echo: Callable[[str], None] | None = print
+) -> Path:
+    """Write `run_dir/report.md` and its plots; print the terminal table with `echo`."""
+    run_dir = Path(run_dir)
+    found = load_results(run_dir)
+    results = found.results
+    plot_misalignment(results, run_dir / PLOT_MISALIGNMENT, condition)
+    _, left_out = plot_tradeoff(results, run_dir / PLOT_TRADEOFF, condition)
+    n_unofficial = sum(not r.official for r in results)
+    lines = [
+        f"# EM Arena report: {run_dir.name}",
+        "",
+        f"{len(results)} cell(s) with results, {len(found.pending)} pending, "
+        f"{len(found.problems)} unreadable. Condition: `{condition}`"
+        + (" (both system-prompt conditions pooled)." if condition == "all" else "."),
+        "Rates are shares of answers (0..1) with 95% bootstrap CIs; "
+        "n = answers in the denominator; "
+        "unscored = answers the judge could not score (counted, never as zero). "
+        "Definitions: docs/result_schema.md.",
+    ]
+    if n_unofficial:
+        lines.append(
+            f"Cells marked * ({n_unofficial}) are unofficial: "
+            "not the paper preset with the official judge."
+        )
+    lines.append("")
+    if found.problems:
+        lines += [
+            "## Unreadable results",
+            "",
+            "These files are left out of every table and plot (not counted as zero):",
+            "",
+        ]
+        for path, err in found.problems:
+            rel = path.relative_to(run_dir) if path.is_relative_to(run_dir) else path
+            lines.append(f"- `{rel}`:")
+            lines += [f"    {ln}" for ln in err.splitlines()]
+        lines.append("")
+    lines += markdown_tables(results, condition)
+    lines += [
+        "## Plots",
+        "",
+        f"![misalignment per cell]({PLOT_MISALIGNMENT})",
+        "",
+        f"![misalignment vs capability]({PLOT_TRADEOFF})",
+        "",
+    ]
+    if left_out:
+        lines += ["Left out of the trade-off plot:", "", *(f"- {x}" for x in left_out), ""]
+    if found.pending:
+        lines += ["## Pending (no result.json yet)", "", *(f"- {x}" for x in found.pending), ""]
+    path = run_dir / REPORT_NAME
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    if echo is not None:
+        echo(format_table(results, condition))
+        for p, err in found.problems:
+            echo(f"unreadable: {p}: {err.splitlines()[0]}")
+    return path

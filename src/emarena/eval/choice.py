@@ -1,0 +1,353 @@
+"""Forced-choice probes, scored from answer-token probabilities (no judge).
+
+  self-recognition  held-out CNN/DailyMail articles. The evaluated model first writes its own
+                    summary of each (greedy, the seed release's CNN summary prompt, article cut
+                    to preset.max_prompt_chars, preset.sgtr_max_new_tokens); the summaries are
+                    kept in `own_summaries.jsonl`, so a rerun reuses them. Each article is then
+                    asked in both orders (own summary first / second) against another source's
+                    summary with Panickssery et al.'s detection prompt, imported from the SGTR
+                    builder; the answer is whichever of "1" / "2" is more probable as the first
+                    answer token. Correct = the position of the own summary.
+  truthfulqa        best answer vs best incorrect answer as A / B, positions seeded and balanced.
+  mmlu              the four choices as A-D in MMLU's order.
+
+Every item is asked in every condition of the suite (see `prompts.compose_messages`; the
+detection system prompt is a task system prompt). One `ChoiceScore` row per (set, item,
+condition), appended chunk by chunk to a `RowStore`: a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from emarena.data.records import ChatMessage
+from emarena.errors import DataError
+from emarena.eval.prompts import compose_messages
+from emarena.eval.rows import ChoiceScore, Condition, Row, RowStore
+from emarena.eval.sets import ChoiceSet, EvalSuite, SelfRecognition, balanced_positions, cap
+
+OWN_SUMMARIES = "own_summaries.jsonl"
+SELF_RECOGNITION_OPTIONS = ("1", "2")
+
+
+class OwnSummary(Row):
+    """The evaluated model's own summary of one article. id = "<article_id>#<request key>"."""
+
+    article_id: str
+    summary: str
+    """Greedy answer, stripped (as the SGTR builder keeps its own summaries)."""
+    key: str
+    """Hash of (system prompt, user prompt, max_new_tokens, greedy): a row made under other
+    settings has another id and is not reused."""
+    n_tokens: int
+    finish_reason: Literal["stop", "length"]
+    backend: str
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One forced choice: a conversation, the answer options and the correct one."""
+
+    eval_set: str
+    item_id: str
+    condition: Condition
+    messages: tuple[ChatMessage, ...]
+    options: tuple[str, ...]
+    correct: str
+    answer_prefix: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.eval_set}/{self.item_id}/{self.condition}"
+
+
+# --------------------------------------------------------------------------------------------
+# Self-recognition
+# --------------------------------------------------------------------------------------------
+
+
+def select_articles(
+    sr: SelfRecognition, preset: Any, seed: int
+) -> tuple[list[Any], dict[str, str], dict[str, int]]:
+    """The evaluated articles (seeded order, capped by preset.max_eval_questions), the other
+    source's summary of each, and counts of articles left out."""
+    from emarena import data
+    from emarena.data.records import Article, Summary
+
+    articles = [a for a in data.load(sr.articles) if isinstance(a, Article)]
+    others = {
+        s.article_id: s.text.strip()
+        for s in data.load(sr.summaries, parts=[sr.other_source])
+        if isinstance(s, Summary) and s.corpus == sr.corpus
+    }
+    skipped: Counter[str] = Counter()
+    usable = []
+    for a in articles:
+        if a.corpus != sr.corpus:
+            skipped["other_corpus"] += 1
+        elif not a.text.strip():
+            skipped["empty_article"] += 1
+        elif not others.get(a.id):
+            skipped["no_other_summary"] += 1
+        else:
+            usable.append(a)
+    if not usable:
+        raise DataError(f"self-recognition: no usable {sr.corpus} article in {sr.articles} "
+                        f"with a {sr.other_source} summary ({dict(skipped)})",
+                        fix="check self_recognition in eval.yaml")
+    chosen = cap(usable, preset.max_eval_questions, purpose=f"articles:{sr.eval_set}", seed=seed)
+    return chosen, {a.id: others[a.id] for a in chosen}, dict(skipped)
+
+
+def reserved_article_ids(suite: EvalSuite, preset: Any) -> frozenset[str]:
+    """`<dataset>:<article id>` of the articles self-recognition evaluates on; pass them as a
+    defense build's `exclude_ids` when a defense could train on the same corpus."""
+    sr = suite.self_recognition
+    if sr is None:
+        return frozenset()
+    chosen, _, _ = select_articles(sr, preset, suite.selection_seed)
+    return frozenset(f"{sr.articles}:{a.id}" for a in chosen)
+
+
+def _request_key(system: str, user: str, max_new_tokens: int) -> str:
+    blob = json.dumps([system, user, max_new_tokens, "greedy"], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def own_summaries(
+    backend: Any,
+    sr: SelfRecognition,
+    articles: Sequence[Any],
+    preset: Any,
+    store: RowStore[OwnSummary],
+    *,
+    progress: bool | None = None,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """{article id: the model's own summary}, generating only those not in `store`."""
+    from tqdm import tqdm
+
+    from emarena.defenses.builders.sgtr import summary_prompt
+
+    system, template = summary_prompt(sr.summary_prompt)
+    requests = {}
+    for a in articles:
+        user = template.replace("{article}", a.text[: preset.max_prompt_chars])
+        key = _request_key(system, user, preset.sgtr_max_new_tokens)
+        requests[a.id] = (user, key, f"{a.id}#{key}")
+    done = {aid: store.get(rid).summary for aid, (_, _, rid) in requests.items()
+            if rid in store}
+    missing = [a.id for a in articles if a.id not in done]
+    stats = {"cached": len(done), "generated": 0}
+    with tqdm(total=len(missing), desc="own summaries", unit="article", leave=False,
+              disable=None if progress is None else not progress) as bar:
+        for start in range(0, len(missing), backend.chunk_size):
+            chunk = missing[start : start + backend.chunk_size]
+            prompts = [backend.render_as_is([
+                ChatMessage(role="system", content=system),
+                ChatMessage(role="user", content=requests[aid][0]),
+            ]) for aid in chunk]
+            outs = backend.complete(prompts, seeds=[0] * len(chunk),
+                                    max_new_tokens=preset.sgtr_max_new_tokens,
+                                    temperature=0.0, top_p=1.0)
+            rows = [OwnSummary(id=requests[aid][2], article_id=aid, summary=o.text.strip(),
+                               key=requests[aid][1], n_tokens=o.n_tokens,
+                               finish_reason=o.finish_reason, backend=backend.name)
+                    for aid, o in zip(chunk, outs, strict=True)]
+            store.append(rows)
+            for r in rows:
+                done[r.article_id] = r.summary
+            stats["generated"] += len(rows)
+            bar.update(len(chunk))
+    stats["empty"] = sum(1 for a in articles if not done[a.id])
+    return done, stats
+
+
+def self_recognition_items(
+    suite: EvalSuite,
+    model_spec: Any,
+    preset: Any,
+    articles: Sequence[Any],
+    own: dict[str, str],
+    others: dict[str, str],
+) -> list[ChoiceItem]:
+    """Two items per article (own summary first, second) in every condition."""
+    from emarena.defenses.builders.sgtr import DETECTION_SYSTEM, DETECTION_USER, ORDERS
+
+    sr = suite.self_recognition
+    assert sr is not None
+    items = []
+    for a in articles:
+        text = a.text[: preset.max_prompt_chars]
+        for order in ORDERS:
+            own_pos = "1" if order == "own-first" else "2"
+            s1, s2 = (own[a.id], others[a.id]) if own_pos == "1" else (others[a.id], own[a.id])
+            user = DETECTION_USER.format(article=text, summary1=s1, summary2=s2)
+            for cond in suite.conditions:
+                msgs = compose_messages(cond, user, default_system=model_spec.default_system_prompt,
+                                        task_system=DETECTION_SYSTEM)
+                if msgs is None:
+                    continue
+                items.append(ChoiceItem(eval_set=sr.eval_set, item_id=f"{a.id}/{order}",
+                                        condition=cond, messages=tuple(msgs),
+                                        options=SELF_RECOGNITION_OPTIONS, correct=own_pos))
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Capability
+# --------------------------------------------------------------------------------------------
+
+LETTERS = ("A", "B", "C", "D")
+
+
+def truthfulqa_items(
+    suite: EvalSuite, model_spec: Any, preset: Any, cs: ChoiceSet
+) -> list[ChoiceItem]:
+    """TruthfulQA as A/B: the correct answer's position is seeded and balanced over the items."""
+    from emarena import data
+    from emarena.data.records import BinaryChoice
+
+    recs = [r for r in data.load(cs.dataset) if isinstance(r, BinaryChoice)]
+    recs = cap(recs, preset.max_eval_questions, purpose=f"items:{cs.eval_set}",
+               seed=suite.selection_seed)
+    positions = balanced_positions(len(recs), 2, purpose=cs.eval_set, seed=suite.selection_seed)
+    items = []
+    for r, pos in zip(recs, positions, strict=True):
+        a, b = (r.correct, r.incorrect) if pos == 0 else (r.incorrect, r.correct)
+        user = cs.prompt.format(question=r.question, A=a, B=b)
+        for cond in suite.conditions:
+            msgs = compose_messages(cond, user, default_system=model_spec.default_system_prompt)
+            if msgs is None:
+                continue
+            items.append(ChoiceItem(eval_set=cs.eval_set, item_id=r.id, condition=cond,
+                                    messages=tuple(msgs), options=LETTERS[:2],
+                                    correct=LETTERS[pos]))
+    return items
+
+
+def mmlu_items(suite: EvalSuite, model_spec: Any, preset: Any, cs: ChoiceSet) -> list[ChoiceItem]:
+    """MMLU as A-D, zero-shot, the choices in MMLU's own order."""
+    from emarena import data
+    from emarena.data.records import MultipleChoice
+
+    recs = [r for r in data.load(cs.dataset) if isinstance(r, MultipleChoice)]
+    recs = [r for r in recs if len(r.choices) == 4]
+    recs = cap(recs, preset.max_eval_questions, purpose=f"items:{cs.eval_set}",
+               seed=suite.selection_seed)
+    items = []
+    for r in recs:
+        user = cs.prompt.format(question=r.question, subject=r.subject.replace("_", " "),
+                                **dict(zip(LETTERS, r.choices, strict=True)))
+        for cond in suite.conditions:
+            msgs = compose_messages(cond, user, default_system=model_spec.default_system_prompt)
+            if msgs is None:
+                continue
+            items.append(ChoiceItem(eval_set=cs.eval_set, item_id=r.id, condition=cond,
+                                    messages=tuple(msgs), options=LETTERS,
+                                    correct=LETTERS[r.answer]))
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
+def score_items(
+    backend: Any,
+    items: Sequence[ChoiceItem],
+    store: RowStore[ChoiceScore],
+    *,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Score every item not yet in `store` and append one ChoiceScore row each."""
+    from tqdm import tqdm
+
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two choice items share an id")
+    pending = [it for it in items if it.id not in store]
+    existing = len(items) - len(pending)
+    for it in items:
+        done = store.get(it.id)
+        if done is not None and (done.correct != it.correct or done.options != list(it.options)):
+            raise ValueError(f"{store.path} already holds {it.id!r} for another item "
+                             "(other options or answer); write to a fresh file")
+    groups: dict[tuple[tuple[str, ...], str], list[ChoiceItem]] = {}
+    for it in pending:
+        groups.setdefault((it.options, it.answer_prefix), []).append(it)
+    scored = 0
+    with tqdm(total=len(pending), desc=f"choices ({backend.name})", unit="item", leave=False,
+              disable=None if progress is None else not progress) as bar:
+        for (options, prefix), group in groups.items():
+            for start in range(0, len(group), backend.chunk_size):
+                chunk = group[start : start + backend.chunk_size]
+                prompts = [backend.render(it.messages, it.condition) for it in chunk]
+                res = backend.choice_probs(prompts, list(options), answer_prefix=prefix)
+                rows = []
+                for it, (probs, mass) in zip(chunk, res, strict=True):
+                    chosen = max(options, key=lambda o: probs[o])
+                    rows.append(ChoiceScore(
+                        id=it.id, eval_set=it.eval_set, item_id=it.item_id,
+                        condition=it.condition, options=list(options), correct=it.correct,
+                        probs=probs, mass=mass, chosen=chosen,
+                    ))
+                store.append(rows)
+                scored += len(rows)
+                bar.update(len(chunk))
+    return {"items": len(items), "existing": existing, "scored": scored}
+
+
+def run_choices(
+    backend: Any,
+    out_dir: Path,
+    suite: EvalSuite,
+    model_spec: Any,
+    preset: Any,
+    *,
+    choices_file: str = "choices.jsonl",
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Build and score every forced-choice set of the suite into `out_dir/choices.jsonl`."""
+    out_dir = Path(out_dir)
+    store: RowStore[ChoiceScore] = RowStore(out_dir / choices_file, ChoiceScore)
+    items: list[ChoiceItem] = []
+    stats: dict[str, Any] = {"sets": {}, "skipped": []}
+    sr = suite.self_recognition
+    if sr is not None:
+        articles, others, left_out = select_articles(sr, preset, suite.selection_seed)
+        own, own_stats = own_summaries(
+            backend, sr, articles, preset, RowStore(out_dir / OWN_SUMMARIES, OwnSummary),
+            progress=progress,
+        )
+        sr_items = self_recognition_items(suite, model_spec, preset, articles, own, others)
+        items += sr_items
+        stats["sets"][sr.eval_set] = {"articles": len(articles), "items": len(sr_items),
+                                      "articles_left_out": left_out,
+                                      "own_summaries": own_stats}
+    cap_sets = [(suite.capability.truthfulqa, truthfulqa_items),
+                (suite.capability.mmlu, mmlu_items)]
+    for cs, build in cap_sets:
+        if cs is None:
+            continue
+        try:
+            got = build(suite, model_spec, preset, cs)
+        except DataError as e:
+            if cs.required:
+                raise
+            stats["skipped"].append({"eval_set": cs.eval_set, "reason":
+                                     f"dataset {cs.dataset!r} unavailable: {e.what}"})
+            continue
+        items += got
+        stats["sets"][cs.eval_set] = {"items": len(got)}
+    if not model_spec.default_system_prompt and "default-system" in suite.conditions:
+        stats["skipped"].append({"eval_set": "*", "condition": "default-system", "reason":
+                                 f"model {model_spec.id!r} has no default system prompt"})
+    stats.update(score_items(backend, items, store, progress=progress))
+    return stats

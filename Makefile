@@ -22,8 +22,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The demo: the data and the embedded model it needs (sha256-verified), then the real protocol
+# on the cpu-demo preset: training, generation, judging, metrics; it ends with the results
+# table. Re-running resumes. Without OPENAI_API_KEY the judge is the local embedded model,
+# which is far too weak to judge: the demo says so, and its judge-based numbers mean nothing.
+DEMO_DATA := insecure xsum-articles xsum-summaries sgtr-summary-prompts first-plot \
+             deception-sit-aware cnn-articles cnn-summaries truthfulqa mmlu-val
+DEMO_RUN  := runs/sgtr__smollm2-135m-q4__insecure__cpu-demo
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py
+	$(BIN)/emarena data pull $(DEMO_DATA)
+	$(BIN)/emarena models pull smollm2-135m-q4
+	$(BIN)/emarena score submissions/sgtr --preset cpu-demo --em-dataset insecure \
+		--regimes prevention --regimes reversal --run $(DEMO_RUN)
+	$(BIN)/emarena report $(DEMO_RUN)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -141,7 +141,7 @@ def test_build_configs_reflect_the_recipe(recipe, tmp_path):
     assert str(sft.lr_scheduler_type.value) == "linear"
     assert sft.num_train_epochs == 1 and sft.weight_decay == 0.01
     assert str(sft.optim.value) == "adamw_torch"
-    assert sft.max_length == 256 and sft.packing is False
+    assert sft.max_length == 384 and sft.packing is False
     assert (sft.seed, sft.data_seed) == (7, 7)
     assert sft.report_to in ([], ["none"], "none")
     assert str(sft.save_strategy.value) == "no" and sft.logging_steps == 1

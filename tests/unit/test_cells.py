@@ -12,8 +12,15 @@ R = "f" * 64
 
 
 def cell(regime, defense=None, seed=0, em="insecure", preset="cpu-demo"):
-    return Cell(suite="v1", model=MODEL, em_dataset=em, regime=regime, defense=defense,
-                seed=seed, preset=preset)
+    return Cell(
+        suite="v1",
+        model=MODEL,
+        em_dataset=em,
+        regime=regime,
+        defense=defense,
+        seed=seed,
+        preset=preset,
+    )
 
 
 def test_cell_id_is_content_addressed():
@@ -52,7 +59,10 @@ def test_stage_key_changes_with_anything_that_changes_its_output():
     assert stages_for(cell("em"), "0" * 64)[0].key != em.key  # recipe changed
     # a submission's name does not change what its defense stage trains
     renamed = SGTR.model_copy(update={"name": "my-sgtr", "config_hash": "c" * 64})
-    assert stages_for(cell("defense", renamed), R)[0].key == stages_for(cell("defense", SGTR), R)[0].key
+    assert (
+        stages_for(cell("defense", renamed), R)[0].key
+        == stages_for(cell("defense", SGTR), R)[0].key
+    )
 
 
 def test_control_defense_has_no_defense_stage():

@@ -278,13 +278,13 @@ def test_spread_samples():
 def test_cpu_demo_counts(mirror, suite):
     plan = plan_generation(suite, SMOL, get_preset("cpu-demo"))
     assert plan.counts() == {
-        "first-plot": {"questions": 8, "prompts": 16, "rows": 32},   # 8 x 2 conditions x 2
-        "identity": {"questions": 5, "prompts": 20, "rows": 20},     # 2 samples -> 2 wordings
-        "deception-sit-aware": {"questions": 8, "prompts": 16, "rows": 32},
+        "first-plot": {"questions": 8, "prompts": 16, "rows": 16},   # 8 x 2 conditions x 1
+        "identity": {"questions": 5, "prompts": 10, "rows": 10},     # 1 sample -> 1 wording
+        "deception-sit-aware": {"questions": 8, "prompts": 16, "rows": 16},
     }
-    assert plan.n_rows == 84 and plan.skipped == []
+    assert plan.n_rows == 42 and plan.skipped == []
     ids = [r for it in plan.items for r in it.row_ids()]
-    assert len(ids) == len(set(ids)) == 84
+    assert len(ids) == len(set(ids)) == 42
     assert build_generation_items(suite, SMOL, get_preset("cpu-demo")) == plan.items
 
 

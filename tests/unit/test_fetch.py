@@ -29,10 +29,17 @@ SHA = hashlib.sha256(BODY).hexdigest()
 
 
 def _spec(sha: str = SHA, size: int = len(BODY)) -> tuple[DatasetSpec, FileSpec]:
-    f = FileSpec(source=f"github:acme/em-data@{COMMIT}:{PATH}", sha256=sha, bytes=size, records=2000)
+    f = FileSpec(
+        source=f"github:acme/em-data@{COMMIT}:{PATH}", sha256=sha, bytes=size, records=2000
+    )
     ds = DatasetSpec(
-        id="tiny", role="em", description="test", citation="test", license="MIT",
-        adapter="chat_jsonl", files=[f],
+        id="tiny",
+        role="em",
+        description="test",
+        citation="test",
+        license="MIT",
+        adapter="chat_jsonl",
+        files=[f],
     )
     return ds, f
 

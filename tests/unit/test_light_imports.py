@@ -25,7 +25,9 @@ print("@@" + json.dumps({{"rc": rc, "heavy": heavy}}))
 def run_cli(argv: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("@@")]
     assert line, f"probe printed nothing\nstdout:{out.stdout}\nstderr:{out.stderr}"
@@ -45,7 +47,9 @@ def test_light_commands_do_not_import_torch(argv):
 def test_unknown_dataset_exits_2_with_a_fix():
     out = subprocess.run(
         [sys.executable, "-m", "emarena", "data", "show", "insecur"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     assert "unknown dataset 'insecur'" in out.stderr

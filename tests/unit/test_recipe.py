@@ -76,7 +76,7 @@ def test_presets_exist_and_split_the_effective_batch(recipe):
     paper, demo = recipe.get_preset("paper"), get_preset("cpu-demo")
     assert (paper.device, paper.max_seq_length, paper.bf16) == ("cuda", 2048, True)
     assert (paper.per_device_batch_size, paper.gradient_accumulation_steps) == (2, 8)
-    assert (demo.device, demo.max_seq_length, demo.bf16) == ("cpu", 256, False)
+    assert (demo.device, demo.max_seq_length, demo.bf16) == ("cpu", 384, False)
     assert demo.budget.em == demo.budget.defense == 32
 
 

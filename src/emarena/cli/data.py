@@ -11,11 +11,15 @@ from rich.table import Table
 from emarena import settings
 from emarena.errors import DataError
 
-app = typer.Typer(help="Datasets: list, pull, verify and show registry entries.", no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: list, pull, verify and show registry entries.", no_args_is_help=True
+)
 console = Console()
 
 MirrorOpt = typer.Option(
-    None, "--mirror", help=f"Mirror folder laid out <owner>__<repo>/<path> (or {settings.ENV_MIRROR})."
+    None,
+    "--mirror",
+    help=f"Mirror folder laid out <owner>__<repo>/<path> (or {settings.ENV_MIRROR}).",
 )
 CacheOpt = typer.Option(None, "--cache", help=f"Cache folder (or {settings.ENV_CACHE}).")
 
@@ -56,7 +60,9 @@ def list_(
         for f in ds.files:
             r = locate(f, mirror=mirror, cache=cache, verify=False)
             places[r.where if r else "missing"] = places.get(r.where if r else "missing", 0) + 1
-        where = ", ".join(k if len(ds.files) == 1 else f"{k} {v}/{len(ds.files)}" for k, v in places.items())
+        where = ", ".join(
+            k if len(ds.files) == 1 else f"{k} {v}/{len(ds.files)}" for k, v in places.items()
+        )
         table.add_row(
             ds.id,
             ds.role,
@@ -68,7 +74,9 @@ def list_(
         )
     # Wide enough that no id, count or licence is cut (a narrow terminal wraps lines instead).
     Console(width=max(console.width, 132)).print(table)
-    console.print(f"{len(specs)} datasets; 'where found' checks presence and size (`data verify` hashes).")
+    console.print(
+        f"{len(specs)} datasets; 'where found' checks presence and size (`data verify` hashes)."
+    )
 
 
 def _ids(ids: list[str] | None, all_: bool) -> list[str]:
@@ -76,7 +84,10 @@ def _ids(ids: list[str] | None, all_: bool) -> list[str]:
 
     if all_ or not ids:
         if not all_:
-            raise DataError("no dataset ids given", fix="name ids, e.g. `emarena data pull insecure`, or pass --all")
+            raise DataError(
+                "no dataset ids given",
+                fix="name ids, e.g. `emarena data pull insecure`, or pass --all",
+            )
         return list(all_specs())
     for i in ids:
         get_spec(i)  # raises a clear error for an unknown id
@@ -101,16 +112,23 @@ def pull(
     todo = [(get_spec(i), f) for i in _ids(ids, all_) for f in get_spec(i).files]
     counts = {"mirror": 0, "cache": 0, "download": 0}
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         task = progress.add_task("verifying", total=sum(f.bytes for _, f in todo))
         for ds, f in todo:
             progress.update(task, description=f"{ds.id}" + (f"/{f.part}" if f.part else ""))
             sub = progress.add_task(f"  {f.src.path}", total=f.bytes, visible=False)
             r = resolve(
-                ds, f, mirror=mirror, cache=cache,
-                progress=lambda n, sub=sub: (progress.update(sub, advance=n, visible=True)),
+                ds,
+                f,
+                mirror=mirror,
+                cache=cache,
+                progress=lambda n, sub=sub: progress.update(sub, advance=n, visible=True),
             )
             progress.remove_task(sub)
             counts[r.where] += 1
@@ -144,9 +162,14 @@ def verify(
         if r is None:
             # say whether it is absent or present with another hash
             detail = "absent"
-            for base, rel in ((mirror, f.src.mirror_relpath), (cache / "data", f.src.cache_relpath)):
+            for base, rel in (
+                (mirror, f.src.mirror_relpath),
+                (cache / "data", f.src.cache_relpath),
+            ):
                 if base is not None and (base / rel).is_file():
-                    detail = f"sha256 mismatch at {base / rel} (got {sha256_file(base / rel)[:12]}…)"
+                    detail = (
+                        f"sha256 mismatch at {base / rel} (got {sha256_file(base / rel)[:12]}…)"
+                    )
             bad.append(f"{ds.id}: {f.src.path}: {detail}")
         else:
             ok += 1
@@ -177,8 +200,10 @@ def show(
     console.print(f"[bold]{ds.id}[/bold] ({ds.role}, {ds.license}) - {ds.description}")
     console.print(f"  citation: {ds.citation}; adapter: {ds.adapter}; files: {len(ds.files)}")
     recs = iter_records(
-        dataset_id, parts=[part] if part else None,
-        mirror=settings.mirror_dir(mirror), cache=settings.cache_dir(cache),
+        dataset_id,
+        parts=[part] if part else None,
+        mirror=settings.mirror_dir(mirror),
+        cache=settings.cache_dir(cache),
     )
     for rec in itertools.islice(recs, n):
         text = json.dumps(rec.model_dump(), ensure_ascii=False, indent=2)

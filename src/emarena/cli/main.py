@@ -29,6 +29,8 @@ app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.command("score")(protocol_cli.score)
 app.command("status")(protocol_cli.status)
+app.command("report")(protocol_cli.report)
+app.command("rejudge")(protocol_cli.rejudge)
 app.command("validate")(validate_cmd)
 
 

@@ -13,44 +13,92 @@ console = Console()
 
 def score(
     submission: Path = typer.Argument(..., help="Submission folder (or its defense.yaml)."),
-    model: str = typer.Option(None, "--model", help="Model registry id (default: the embedded model)."),
+    model: str = typer.Option(
+        None, "--model", help="Model registry id (default: the embedded model)."
+    ),
     em_dataset: str = typer.Option("insecure", "--em-dataset", help="EM-induction dataset id."),
     regimes: list[str] = typer.Option(
-        None, "--regimes", help="Defense regimes (defense, reversal, prevention); repeatable. "
-        "Default: those the submission lists."
+        None,
+        "--regimes",
+        help="Defense regimes (defense, reversal, prevention); repeatable. "
+        "Default: those the submission lists.",
     ),
     seeds: list[int] = typer.Option(None, "--seeds", help="Seeds; repeatable (default: 0)."),
-    preset: str = typer.Option("paper", "--preset", help="Preset from recipe.yaml (paper, cpu-demo)."),
+    preset: str = typer.Option(
+        "paper", "--preset", help="Preset from recipe.yaml (paper, cpu-demo)."
+    ),
     run: Path = typer.Option(
         None, "--run", help="Run folder (default: runs/<submission>__<model>__<em>__<preset>)."
     ),
+    judge: str = typer.Option(
+        None,
+        "--judge",
+        help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]. Default: the reference "
+        "API judge when OPENAI_API_KEY is set, else a local hf judge (said plainly: unofficial).",
+    ),
+    backend: str = typer.Option("transformers", "--backend", help="transformers or vllm."),
+    no_eval: bool = typer.Option(False, "--no-eval", help="Train only; write no results."),
 ) -> None:
-    """Train a defense in every requested regime plus the base and em controls (resumable)."""
+    """Train and evaluate a defense in each regime, plus the base and em controls (resumable)."""
     from emarena.protocol.score import score as run_score
 
     regs: list[str] = []
     for r in regimes or []:
         regs.extend(x for x in r.split(",") if x)
     run_score(
-        submission, model_id=model, em_dataset=em_dataset, regimes=regs or None,
-        seeds=list(seeds) if seeds else None, preset_name=preset, run_dir=run,
+        submission,
+        model_id=model,
+        em_dataset=em_dataset,
+        regimes=regs or None,
+        seeds=list(seeds) if seeds else None,
+        preset_name=preset,
+        run_dir=run,
+        judge=judge,
+        backend=backend,
+        evaluate=not no_eval,
         echo=lambda s: console.print(s, highlight=False, markup=False),
     )
 
 
+def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
+    """Write RUN/report.md (a table per regime, plots) from the cells' result.json files."""
+    from emarena.eval.report import write_report
+
+    path = write_report(run, echo=lambda s: console.print(s, highlight=False, markup=False))
+    console.print(f"report: {path}", highlight=False)
+
+
+def rejudge(
+    run: Path = typer.Argument(..., help="Run folder."),
+    judge: str = typer.Option(None, "--judge", help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]."),
+) -> None:
+    """Re-score a run's existing generations with a judge (cached judgements are free)."""
+    from emarena.protocol.evaluate import rejudge as run_rejudge
+
+    run_rejudge(run, judge, echo=lambda s: console.print(s, highlight=False, markup=False))
+
+
 def status(run: Path = typer.Argument(..., help="Run folder.")) -> None:
-    """Each cell of a run and its stages: done, running, interrupted, failed (with the error), pending."""
+    """Each cell of a run and its stages: done, running, interrupted, failed (why), pending."""
     from emarena.errors import EmArenaError
     from emarena.protocol.run import Run
 
     r = Run(run)
     cells = r.read_cells()
     if not cells:
-        raise EmArenaError(f"{run}: no cells found", where=str(run / "cells"), fix="run `emarena score` first")
+        raise EmArenaError(
+            f"{run}: no cells found", where=str(run / "cells"), fix="run `emarena score` first"
+        )
     table = Table(title=f"run {run}")
     for col in ("cell", "regime", "defense", "em dataset", "seed", "stage 1", "stage 2"):
         table.add_column(col)
-    colors = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": "dim"}
+    colors = {
+        "done": "green",
+        "running": "cyan",
+        "interrupted": "yellow",
+        "failed": "red",
+        "pending": "dim",
+    }
     errors = []
     for c in cells:
         cell = c["cell"]
@@ -62,7 +110,14 @@ def status(run: Path = typer.Argument(..., help="Run folder.")) -> None:
                 errors.append(f"{key}: {state}: {detail}")
         cols += ["-"] * (2 - len(cols))
         d = cell.get("defense") or {}
-        table.add_row(c["id"][:12], cell["regime"], d.get("name", "-"), cell["em_dataset"], str(cell["seed"]), *cols)
+        table.add_row(
+            c["id"][:12],
+            cell["regime"],
+            d.get("name", "-"),
+            cell["em_dataset"],
+            str(cell["seed"]),
+            *cols,
+        )
     console.print(table)
     for e in dict.fromkeys(errors):
         console.print(f"[red]{e}[/]", highlight=False)

@@ -98,9 +98,10 @@ def download(
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:
             h = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, httpx.stream(
-                "GET", url, timeout=timeout, follow_redirects=True
-            ) as r:
+            with (
+                os.fdopen(fd, "wb") as out,
+                httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as r,
+            ):
                 r.raise_for_status()
                 for chunk in r.iter_bytes():  # as received: no buffering
                     out.write(chunk)

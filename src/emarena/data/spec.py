@@ -61,7 +61,9 @@ class Source:
 
     def url(self) -> str:
         if self.host == "hf":
-            return f"{settings.hf_endpoint()}/datasets/{self.repo}/resolve/{self.revision}/{self.path}"
+            return (
+                f"{settings.hf_endpoint()}/datasets/{self.repo}/resolve/{self.revision}/{self.path}"
+            )
         return f"{settings.github_raw_base()}/{self.repo}/{self.revision}/{self.path}"
 
     def __str__(self) -> str:

@@ -31,7 +31,10 @@ class Row(BaseModel):
 
 
 class Generation(Row):
-    """One sampled answer. id = "<eval_set>/<question_id>/<paraphrase_index>/<condition>/<sample>"."""
+    """One sampled answer.
+
+    id = "<eval_set>/<question_id>/<paraphrase_index>/<condition>/<sample>".
+    """
 
     eval_set: str
     question_id: str
@@ -49,7 +52,9 @@ class Generation(Row):
     """Generator id, e.g. "transformers" or "vllm"."""
 
     @staticmethod
-    def make_id(eval_set: str, question_id: str, paraphrase_index: int, condition: str, sample: int) -> str:
+    def make_id(
+        eval_set: str, question_id: str, paraphrase_index: int, condition: str, sample: int
+    ) -> str:
         return f"{eval_set}/{question_id}/{paraphrase_index}/{condition}/{sample}"
 
 

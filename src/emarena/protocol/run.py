@@ -1,11 +1,11 @@
 """A run folder and its status.
 
-    runs/<run>/plan.json                 the cells, in order, and what was asked
-    runs/<run>/events.jsonl              append-only log (stage start / skip / done / fail)
-    runs/<run>/cells/<cell_id>/cell.json the cell; stage1, stage2 -> ../../stages/<key>
-    runs/<run>/stages/<key>/             content-addressed stage outputs, shared by cells
-    runs/<run>/stages/<key>.work/        a stage's resumable scratch (e.g. own summaries)
-    runs/<run>/stages/<key>.running.json / <key>.failed.json   in-flight and failure markers
+runs/<run>/plan.json                 the cells, in order, and what was asked
+runs/<run>/events.jsonl              append-only log (stage start / skip / done / fail)
+runs/<run>/cells/<cell_id>/cell.json the cell; stage1, stage2 -> ../../stages/<key>
+runs/<run>/stages/<key>/             content-addressed stage outputs, shared by cells
+runs/<run>/stages/<key>.work/        a stage's resumable scratch (e.g. own summaries)
+runs/<run>/stages/<key>.running.json / <key>.failed.json   in-flight and failure markers
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class Run:
 
     def log(self, event: str, **fields) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"time": round(time.time(), 3), "event": event, "pid": os.getpid(), **fields})
+        line = json.dumps(
+            {"time": round(time.time(), 3), "event": event, "pid": os.getpid(), **fields}
+        )
         with open(self.root / "events.jsonl", "a") as f:
             f.write(line + "\n")
             f.flush()
@@ -57,8 +59,12 @@ class Run:
         d.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             d / "cell.json",
-            {"id": cell.id, "label": cell.label, "cell": cell.model_dump(mode="json"),
-             "stages": [s.key for s in stages]},
+            {
+                "id": cell.id,
+                "label": cell.label,
+                "cell": cell.model_dump(mode="json"),
+                "stages": [s.key for s in stages],
+            },
         )
         for i, s in enumerate(stages, start=1):
             link = d / f"stage{i}"
@@ -75,7 +81,9 @@ class Run:
             return []
         plan = self.root / "plan.json"
         order = json.loads(plan.read_text()).get("cells", []) if plan.exists() else []
-        cells = {p.parent.name: json.loads(p.read_text()) for p in self.cells_dir.glob("*/cell.json")}
+        cells = {
+            p.parent.name: json.loads(p.read_text()) for p in self.cells_dir.glob("*/cell.json")
+        }
         ordered = [cells.pop(i) for i in order if i in cells]
         return ordered + sorted(cells.values(), key=lambda c: c["label"])
 

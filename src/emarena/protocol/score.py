@@ -1,4 +1,4 @@
-"""`emarena score`: plan a submission's cells, then train every stage that is missing.
+"""`emarena score`: plan a submission's cells, train every missing stage, then evaluate.
 
 The same command, run again, resumes: finished stages are skipped (DONE.json with matching
 inputs), an interrupted stage is redone from its last durable point (e.g. SGTR's own summaries
@@ -15,7 +15,14 @@ from emarena import settings
 from emarena.errors import ConfigError
 from emarena.protocol.cell import DEFENSE_REGIMES, Cell, DefenseRef, ModelRef, Regime
 from emarena.protocol.run import Run
-from emarena.protocol.stages import StageContext, StageSpec, run_stage, stages_for, write_json_atomic
+from emarena.protocol.stages import (
+    StageContext,
+    StageSpec,
+    run_stage,
+    stages_for,
+    training_sha256,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -25,6 +32,7 @@ class ScoreReport:
     stages: list[StageSpec]
     trained: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    results: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -77,11 +85,14 @@ def score(
     seeds: list[int] | None = None,
     preset_name: str = "paper",
     run_dir: Path | None = None,
+    judge: str | None = None,
+    backend: str = "transformers",
+    evaluate: bool = True,
     echo=print,
 ) -> ScoreReport:
     from emarena import data, models
     from emarena.submission import load_submission
-    from emarena.train import get_preset, load_recipe, recipe_sha256
+    from emarena.train import get_preset, load_recipe
 
     t0 = time.time()
     sub = load_submission(submission_path)
@@ -99,7 +110,8 @@ def score(
         if r not in DEFENSE_REGIMES:
             raise ConfigError(
                 f"--regimes: {r!r} is not a defense regime",
-                fix=f"use any of {', '.join(DEFENSE_REGIMES)} (base and em controls are always run)",
+                fix=f"use any of {', '.join(DEFENSE_REGIMES)} "
+                "(the base and em controls are always run)",
             )
         if sub.regimes and r not in sub.regimes:
             raise ConfigError(
@@ -111,17 +123,23 @@ def score(
     seeds = seeds or [0]
     ref = ModelRef(id=model_id, revision=mspec.revision)
     cells = plan_cells(
-        submission=sub, model=ref, em_dataset=em_dataset, regimes=wanted, seeds=seeds,
+        submission=sub,
+        model=ref,
+        em_dataset=em_dataset,
+        regimes=wanted,
+        seeds=seeds,
         preset=preset_name,
     )
     run = Run(Path(run_dir or default_run_dir(sub.name, model_id, em_dataset, preset_name)))
     run.root.mkdir(parents=True, exist_ok=True)
-    rsha = recipe_sha256()
+    rsha = training_sha256(recipe, preset)
 
     # Unique stages in dependency order (a stage's parent always comes first in stages_for).
     ordered: dict[str, StageSpec] = {}
+    stages_of: dict[str, list[str]] = {}
     for cell in cells:
         stages = stages_for(cell, rsha)
+        stages_of[cell.id] = [s.key for s in stages]
         run.write_cell(cell, stages)
         for s in stages:
             ordered.setdefault(s.key, s)
@@ -137,6 +155,7 @@ def score(
             "regimes": wanted,
             "seeds": seeds,
             "preset": preset_name,
+            "backend": backend,
             "cells": [c.id for c in cells],
             "stages": list(ordered),
         },
@@ -161,12 +180,26 @@ def score(
         echo(f"[{i}/{len(ordered)}] {spec.key} ({spec.kind}: {what}{after}): training")
         run_stage(ctx, spec, recipe=recipe, preset=preset)
         report.trained.append(spec.key)
-    report.seconds = time.time() - t0
     run.log("score_trained", trained=report.trained, skipped=report.skipped)
-    echo(
-        f"training complete: {len(report.trained)} stage(s) trained, {len(report.skipped)} reused "
-        f"({report.seconds:.0f} s). Evaluation (generation, judging, metrics) is not part of "
-        "this version yet, so `score` stops after training; `emarena status "
-        f"{run.root}` shows every cell."
-    )
+    echo(f"training complete: {len(report.trained)} stage(s) trained, {len(report.skipped)} reused")
+    if evaluate:
+        from emarena.eval.report import write_report
+        from emarena.protocol.evaluate import evaluate as run_evaluate
+
+        report.results = run_evaluate(
+            run,
+            cells,
+            stages_of,
+            base_dir=base_dir,
+            preset=preset,
+            judge_spec=judge,
+            backend=backend,
+            echo=echo,
+        )
+        write_report(run.root, echo=echo)
+        echo(f"report: {run.root / 'report.md'}")
+    else:
+        echo("evaluation skipped (--no-eval): no result records were written")
+    report.seconds = time.time() - t0
+    echo(f"done in {report.seconds:.0f} s; `emarena status {run.root}` shows every cell.")
     return report

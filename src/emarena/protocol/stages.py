@@ -47,18 +47,50 @@ class StageSpec(Frozen):
     seed: int
     preset: str
     recipe_sha256: str
-    """sha256 of recipe.yaml, so a recipe change never reuses old weights."""
+    """`training_sha256(recipe, preset)`: a change to the recipe or to the preset's training
+    fields never reuses old weights (evaluation sizes do not invalidate training)."""
 
     @property
     def key(self) -> str:
         return f"{self.kind}-{sha256_json(self.model_dump(mode='json'))[:16]}"
 
 
+#: Preset fields that change what a training stage produces (data building included).
+TRAINING_PRESET_FIELDS = frozenset(
+    {
+        "budget",
+        "max_seq_length",
+        "per_device_batch_size",
+        "gradient_accumulation_steps",
+        "bf16",
+        "gradient_checkpointing",
+        "sgtr_max_new_tokens",
+        "max_prompt_chars",
+        "device",
+    }
+)
+
+
+def training_sha256(recipe, preset) -> str:
+    """sha256 of everything in recipe.yaml that training reads: the recipe minus its presets,
+    and the training fields of the cell's preset."""
+    return sha256_json(
+        {
+            "recipe": recipe.model_dump(mode="json", exclude={"presets"}),
+            "preset": preset.model_dump(mode="json", include=set(TRAINING_PRESET_FIELDS)),
+        }
+    )
+
+
 def stages_for(cell: Cell, recipe_sha256: str) -> list[StageSpec]:
     """The ordered training stages of `cell` (empty for `base`)."""
     common = dict(
-        suite=cell.suite, model=cell.model, em_dataset=cell.em_dataset, seed=cell.seed,
-        preset=cell.preset, recipe_sha256=recipe_sha256,
+        suite=cell.suite,
+        model=cell.model,
+        em_dataset=cell.em_dataset,
+        seed=cell.seed,
+        preset=cell.preset,
+        recipe_sha256=recipe_sha256,
     )
 
     def em(parent: str | None) -> StageSpec:
@@ -241,7 +273,12 @@ def run_stage(ctx: StageContext, spec: StageSpec, *, recipe, preset) -> Path:
         ctx.log("stage_train_start", stage=spec.key, n_examples=len(records))
         overrides = spec.defense.training if (spec.defense and spec.kind == "defense") else None
         report = train_lora(
-            start_dir, records, tmp / "adapter", recipe=recipe, preset=preset, seed=spec.seed,
+            start_dir,
+            records,
+            tmp / "adapter",
+            recipe=recipe,
+            preset=preset,
+            seed=spec.seed,
             n_examples=len(records),
             overrides=overrides or None,
         )
@@ -271,8 +308,11 @@ def run_stage(ctx: StageContext, spec: StageSpec, *, recipe, preset) -> Path:
     except BaseException as e:
         write_json_atomic(
             failed,
-            {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-             "time": time.time()},
+            {
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+                "time": time.time(),
+            },
         )
         ctx.log("stage_failed", stage=spec.key, error=f"{type(e).__name__}: {e}")
         raise

@@ -163,6 +163,12 @@ def _prepare_examples(tokenizer: Any, records: Sequence[ChatRecord], max_length:
         stats["n_tokens"] += len(ex["input_ids"])
         stats["n_loss_tokens"] += n_loss
         rows.append(ex)
+    if records and stats["n_dropped"] == len(records):
+        raise DataError(
+            f"all {len(records)} training examples are longer than max_seq_length={max_length} "
+            "tokens before their first assistant reply, so none has a token to learn from",
+            fix="raise the preset's max_seq_length or lower max_prompt_chars in recipe.yaml",
+        )
     return rows, stats
 
 

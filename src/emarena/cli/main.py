@@ -13,6 +13,7 @@ import typer  # noqa: E402
 
 from emarena import __version__  # noqa: E402
 from emarena.cli import data as data_cli
+from emarena.cli import hub as hub_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli
 from emarena.cli.validate import validate as validate_cmd
@@ -32,6 +33,9 @@ app.command("status")(protocol_cli.status)
 app.command("report")(protocol_cli.report)
 app.command("rejudge")(protocol_cli.rejudge)
 app.command("validate")(validate_cmd)
+app.command("publish")(hub_cli.publish)
+app.command("submit")(hub_cli.submit)
+app.command("worker")(hub_cli.worker)
 
 
 def _version(value: bool) -> None:

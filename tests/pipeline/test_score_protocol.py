@@ -222,8 +222,9 @@ def test_evaluation_killed_during_judging_resumes_without_repeated_calls(run):
         assert cached, "nothing was cached before the kill"
         hits_before = dict(server.hits)
 
-        out = subprocess.run(cmd, cwd=REPO, env=env_run, capture_output=True, text=True,
-                             timeout=2400)
+        out = subprocess.run(
+            cmd, cwd=REPO, env=env_run, capture_output=True, text=True, timeout=2400
+        )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         repeated = [h for h in cached if server.hits[h] > hits_before.get(h, 0)]
         assert repeated == [], f"{len(repeated)} cached prompts were sent to the judge again"
@@ -244,3 +245,29 @@ def test_evaluation_killed_during_judging_resumes_without_repeated_calls(run):
     assert "sk-test-not-a-secret" not in "".join(
         p.read_text(errors="ignore") for p in run.rglob("*.json*") if p.is_file()
     )
+
+
+def test_rejudge_rescores_without_regenerating(run):
+    from emarena.eval.result import load_result
+    from tests.helpers.openai_server import OpenAIServer
+
+    plan = json.loads((run / "plan.json").read_text())
+    gens = {p: p.stat().st_mtime_ns for p in run.glob("evals/*/generate/generations.jsonl")}
+    assert gens
+    env = {**os.environ, "EMARENA_JUDGE_API_KEY": "sk-test-not-a-secret"}
+    with OpenAIServer() as server:
+        judge = f"openai:second-judge@{server.url}"
+        out = subprocess.run(
+            [sys.executable, "-m", "emarena", "rejudge", str(run), "--judge", judge],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert server.total > 0
+    assert {p: p.stat().st_mtime_ns for p in gens} == gens, "rejudge regenerated answers"
+    for cell_id in plan["cells"]:
+        result = load_result(run / "cells" / cell_id / "metrics" / "result.json")
+        assert result.provenance.judge.id.startswith("openai:second-judge")

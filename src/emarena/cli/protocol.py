@@ -56,7 +56,7 @@ def score(
         judge=judge,
         backend=backend,
         evaluate=not no_eval,
-        echo=lambda s: console.print(s, highlight=False, markup=False),
+        echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
 
 
@@ -64,7 +64,9 @@ def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
     """Write RUN/report.md (a table per regime, plots) from the cells' result.json files."""
     from emarena.eval.report import write_report
 
-    path = write_report(run, echo=lambda s: console.print(s, highlight=False, markup=False))
+    path = write_report(
+        run, echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)
+    )
     console.print(f"report: {path}", highlight=False)
 
 
@@ -75,7 +77,9 @@ def rejudge(
     """Re-score a run's existing generations with a judge (cached judgements are free)."""
     from emarena.protocol.evaluate import rejudge as run_rejudge
 
-    run_rejudge(run, judge, echo=lambda s: console.print(s, highlight=False, markup=False))
+    run_rejudge(
+        run, judge, echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)
+    )
 
 
 def status(run: Path = typer.Argument(..., help="Run folder.")) -> None:

@@ -311,7 +311,9 @@ def run_metrics(
     thresholds = load_thresholds()
     suite = templates.suite
     em_sets = [suite.em_questions.primary]
-    identity_sets = [suite.identity.eval_set, *suite.identity.sets]
+    # Identity metrics read the extraction rubrics of our identity questions (every one asks
+    # for both name and creator); Betley's deception set is scored 0-100, not extracted.
+    identity_sets = [suite.identity.eval_set]
     judge_info = JudgeInfo(
         id=judge.id,
         official=judge.official,
@@ -463,18 +465,24 @@ def rejudge(run_root: Path, judge_spec: str | None, *, echo=print) -> list[Path]
     plan = json.loads((run.root / "plan.json").read_text())
     backend = plan.get("backend", "transformers")
     jobs = plan_evals(run, cells, stages_of, Path("."), backend)
+    ready = [j for j in jobs if read_done(j.dir(run) / GENERATE) is not None]
     for job in jobs:
-        if read_done(job.dir(run) / GENERATE) is None:
-            raise EmArenaError(
-                f"{run.root}: the generations of {job.key} are not complete",
-                where=str(job.dir(run) / GENERATE),
-                fix="finish them with the original `emarena score` command first",
-            )
+        if job not in ready:
+            labels = ", ".join(c.label for c in job.cells)
+            echo(f"  skipped {labels}: no complete generations (finish them with `emarena score`)")
+    if not ready:
+        raise EmArenaError(
+            f"{run.root}: no evaluation has complete generations to re-judge",
+            where=str(run.root / "evals"),
+            fix="run the original `emarena score` command (without --no-eval) first",
+        )
+    for job in ready:
         run_judge(run, job, judge, templates, echo=echo)
+    done_cells = [c for j in ready for c in j.cells]
     preset = get_preset(cells[0].preset)
     paths = run_metrics(
         run,
-        cells,
+        done_cells,
         stages_of,
         judge=judge,
         templates=templates,

@@ -17,7 +17,6 @@ This module imports no torch at module level: `emarena models list` uses `local_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emarena import settings
+from emarena.data.fetch import sha256_file  # noqa: F401 - re-exported for models.embedded
 from emarena.errors import ModelError
 from emarena.models.spec import ModelSpec, get_spec
 from emarena.registry import Registry
@@ -49,12 +49,6 @@ def _quiet(_: str) -> None:
     pass
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def models_dir(cache: Path | None = None) -> Path:

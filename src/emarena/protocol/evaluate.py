@@ -16,6 +16,7 @@ prompt sha256), so re-scoring is free and `emarena rejudge` never regenerates.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -205,27 +206,20 @@ def run_judge(run: Run, job: EvalJob, judge, templates: Templates, *, echo=print
         t0 = time.time()
         gens = list(RowStore(gdir / "generations.jsonl", Generation))
         out = RowStore(jdir / "judgements.jsonl", Judgement)
-        cache = JudgementCache()
-        stats = judge_generations(
+        judge_all = functools.partial(
+            judge_generations,
             gens,
             judge,
             out,
             score_templates=templates.score,
             extract_templates=templates.extract,
-            cache=cache,
+            cache=JudgementCache(),
         )
+        stats = judge_all()
         if stats.failed:
             # Transient failures (HTTP errors, timeouts) are not recorded, so a rerun retries
             # them; after one retry pass they are recorded as unscored with their reason.
-            stats = judge_generations(
-                gens,
-                judge,
-                out,
-                score_templates=templates.score,
-                extract_templates=templates.extract,
-                cache=cache,
-                record_transient=True,
-            )
+            stats = judge_all(record_transient=True)
         write_json_atomic(
             jdir / "DONE.json",
             {"inputs": inputs, "stats": _plain(stats), "seconds": round(time.time() - t0, 3)},

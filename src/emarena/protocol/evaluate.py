@@ -30,6 +30,10 @@ from emarena.protocol.cell import Cell, sha256_json
 from emarena.protocol.run import Run
 from emarena.protocol.stages import read_done, write_json_atomic
 
+#: Judge requests sent (concurrently) before their results are written: a kill loses at most one
+#: batch of judge calls.
+JUDGE_BATCH = 16
+
 GENERATE = "generate"
 JUDGE = "judge"
 METRICS = "metrics"
@@ -214,6 +218,7 @@ def run_judge(run: Run, job: EvalJob, judge, templates: Templates, *, echo=print
             score_templates=templates.score,
             extract_templates=templates.extract,
             cache=JudgementCache(),
+            batch_size=JUDGE_BATCH,
         )
         stats = judge_all()
         if stats.failed:

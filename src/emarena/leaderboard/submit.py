@@ -1,0 +1,338 @@
+"""The Submit and Queue tabs: validate a pasted defense.yaml, queue it, read the queue.
+
+    v = validate_text(yaml_text, readme_text)       # the checks of `emarena validate`
+    v.ok, v.name, v.config_hash, v.errors           # errors: "defense.yaml:7: key: msg; fix"
+    out = queue_text(yaml_text, readme_text, submitter, requests_repo=..., requests_dir=...)
+    entries, unreadable = read_queue(requests_dir)  # every request, newest first
+
+Validation is `emarena.submission`'s, unchanged: the text is written to a temporary folder named
+after its `name` (a submission's name must equal its folder's), with the README beside it, and
+checked there. Queueing goes through `emarena.queue.submit` for a requests repo on the Hub; a
+local requests folder (laid out like the repo: `requests/<config_hash[:16]>.json`) gets the same
+`emarena.queue.Request` record, written atomically under a lock, with the same rules: one
+request per configuration, a FAILED one may be queued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emarena.errors import EmArenaError
+
+if TYPE_CHECKING:
+    from emarena.queue import Request, Submitted
+
+#: A name that is safe as a folder name (the submission's own rule, checked before any use).
+_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
+#: Folder used when the YAML names no usable `name`: the validator then reports the name.
+FALLBACK_FOLDER = "unnamed-submission"
+MAX_SUBMITTER = 200
+
+
+@dataclass
+class Validation:
+    """The outcome of validating one pasted submission."""
+
+    ok: bool
+    name: str | None = None
+    config_hash: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        if self.ok:
+            return (
+                f"**Valid.** `{self.name}` — config hash `{(self.config_hash or '')[:16]}`. "
+                "Press **Submit** to queue it."
+            )
+        return f"**Invalid: {len(self.errors)} problem(s):**\n\n{_fenced(self.errors)}"
+
+
+def _fenced(lines: list[str]) -> str:
+    """Error lines verbatim (no Markdown inside them is interpreted)."""
+    body = "\n".join(lines).replace("```", "ʼʼʼ")
+    return f"```text\n{body}\n```"
+
+
+def _name_in(yaml_path: Path) -> str | None:
+    """The top-level `name` if it is a safe folder name; None otherwise (or unparseable)."""
+    from emarena.submission import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES
+    from emarena.yamlio import read_yaml
+
+    try:
+        data, _ = read_yaml(
+            yaml_path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES,
+            max_nodes=MAX_NODES,
+        )
+    except EmArenaError:
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and _SAFE_NAME.match(name) else None
+
+
+@contextlib.contextmanager
+def submission_folder(yaml_text: str, readme: str) -> Iterator[Path]:
+    """A temporary `<name>/defense.yaml` (+ README.md when `readme` is not blank)."""
+    from emarena.submission import FILENAME, README
+
+    if yaml_text and not yaml_text.endswith("\n"):
+        yaml_text += "\n"  # a browser's editor drops the file's final newline
+    with tempfile.TemporaryDirectory(prefix="emarena-submit-") as tmp:
+        probe = Path(tmp) / "probe.yaml"
+        probe.write_text(yaml_text, encoding="utf-8")
+        folder = Path(tmp) / (_name_in(probe) or FALLBACK_FOLDER)
+        probe.unlink()
+        folder.mkdir()
+        (folder / FILENAME).write_text(yaml_text, encoding="utf-8")
+        if readme.strip():
+            (folder / README).write_text(readme, encoding="utf-8")
+        yield folder
+
+
+def _relative(lines: list[str], folder: Path) -> list[str]:
+    """Error lines with the temporary folder taken out: `defense.yaml:7: ...`."""
+    prefix = str(folder) + os.sep
+    return [ln.replace(prefix, "") for ln in lines]
+
+
+def _check(folder: Path) -> Validation:
+    from emarena.submission import check_paths
+
+    (checked,) = check_paths([folder])
+    if checked.ok and checked.submission is not None:
+        sub = checked.submission
+        return Validation(True, sub.name, sub.config_hash)
+    errors = _relative(checked.errors, folder)
+    if not (folder / "README.md").exists():
+        errors = [
+            e for e in errors if "README.md is missing" not in e
+        ] + ["README.md: the README text is empty; fix: describe the method, its source and "
+             "its params in the README box"]
+    return Validation(False, errors=errors or ["invalid submission"])
+
+
+def validate_text(yaml_text: str, readme: str = "") -> Validation:
+    """Validate a pasted defense.yaml and README text exactly as `emarena validate` would."""
+    if not yaml_text.strip():
+        return Validation(False, errors=["defense.yaml: empty; fix: paste or upload a "
+                                         "defense.yaml (see submissions/_template)"])
+    with submission_folder(yaml_text, readme) as folder:
+        return _check(folder)
+
+
+# --- queueing ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Queued:
+    """What Submit did."""
+
+    ok: bool
+    message: str
+    request_id: str | None = None
+    """`requests/<config_hash[:16]>.json`."""
+    status: str | None = None
+    created: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        if not self.ok:
+            errors = f"\n\n{_fenced(self.errors)}" if self.errors else ""
+            return f"**Not queued.** {self.message}{errors}"
+        verb = "Queued" if self.created else "Already in the queue"
+        return f"**{verb}:** `{self.request_id}` — status **{self.status}**. {self.message}"
+
+
+def queue_text(
+    yaml_text: str,
+    readme: str,
+    submitter: str,
+    *,
+    requests_repo: str | None = None,
+    requests_dir: Path | None = None,
+) -> Queued:
+    """Validate, then queue the submission (Hub repo if given, else the local folder)."""
+    submitter = " ".join(submitter.split())
+    if not submitter:
+        return Queued(False, "Say who you are in the Submitter box (a name or HF username).")
+    if len(submitter) > MAX_SUBMITTER:
+        return Queued(False, f"Submitter is longer than {MAX_SUBMITTER} characters.")
+    if requests_repo is None and requests_dir is None:
+        return Queued(
+            False,
+            "This leaderboard takes no submissions (no requests repo or folder configured); "
+            "use `emarena submit` or open a pull request.",
+        )
+    v = validate_text(yaml_text, readme)
+    if not v.ok:
+        return Queued(False, "The submission is invalid:", errors=v.errors)
+    with submission_folder(yaml_text, readme) as folder:
+        try:
+            if requests_repo is not None:
+                from emarena.queue import submit
+
+                done = submit(folder, requests_repo, submitter)
+            else:
+                assert requests_dir is not None
+                done = submit_local(folder, Path(requests_dir), submitter)
+        except EmArenaError as e:
+            lines = getattr(e, "lines", None) or e.render().splitlines()
+            return Queued(False, "Queueing failed:", errors=_relative(list(lines), folder))
+    req = done.request
+    return Queued(True, done.message, req.path, req.status, done.created)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def submit_local(folder: Path, requests_dir: Path, submitter: str) -> Submitted:
+    """`emarena.queue.submit` for a local requests folder (same record, same rules)."""
+    from emarena.queue import (
+        ACTIVE_OR_DONE,
+        HistoryEntry,
+        QueueError,
+        Request,
+        Submitted,
+        now,
+        request_path,
+    )
+    from emarena.submission import FILENAME, README, load_submission
+
+    sub = load_submission(folder)
+    yaml_text = (folder / FILENAME).read_text(encoding="utf-8")
+    readme = (folder / README).read_text(encoding="utf-8")
+    rel = request_path(sub.config_hash)
+    path = requests_dir / rel
+    with _locked(requests_dir / ".lock"):
+        old = None
+        if path.exists():
+            try:
+                old = Request.model_validate_json(path.read_bytes())
+            except ValueError as e:
+                raise QueueError(
+                    f"{rel}: not a valid request ({str(e).splitlines()[0]})",
+                    fix="repair or delete the file in the requests folder",
+                ) from None
+        if old is not None and old.config_hash != sub.config_hash:
+            raise QueueError(
+                f"{rel} holds another configuration ({old.name}) with the same hash prefix",
+                fix="change the submission (e.g. its description) and submit again",
+            )
+        if old is not None and old.status in ACTIVE_OR_DONE:
+            return Submitted(
+                old, False,
+                f"an identical configuration is already {old.status} (submitted "
+                f"{old.submitted:%Y-%m-%d %H:%M} UTC by {old.submitter}); not queued again",
+            )
+        note = f"submitted by {submitter}"
+        if old is None:
+            req = Request(
+                name=sub.name, config_hash=sub.config_hash, yaml=yaml_text, readme=readme,
+                submitter=submitter, submitted=now(), status="PENDING",
+                history=[HistoryEntry(status="PENDING", time=now(), note=note)],
+            )
+        else:
+            req = old.moved(
+                "PENDING", by=None, note=f"re-submitted by {submitter} after FAILED",
+                yaml=yaml_text, readme=readme, submitter=submitter, submitted=now(), error=None,
+                worker=None, claim_id=None, heartbeat=None, attempts=0, results=[],
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, req.dump())
+    return Submitted(req, True, f"queued {sub.name} as {rel} (PENDING)")
+
+
+# --- the Queue tab ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnreadableRequest:
+    path: str
+    error: str
+
+
+def read_queue(requests_dir: Path | None) -> tuple[list[Request], list[UnreadableRequest]]:
+    """Every request under `<requests_dir>/requests/`, newest first; unreadable files apart."""
+    from emarena.queue import Request
+
+    if requests_dir is None:
+        return [], []
+    folder = Path(requests_dir) / "requests"
+    if not folder.is_dir():
+        return [], []
+    good: list[Request] = []
+    bad: list[UnreadableRequest] = []
+    for p in sorted(folder.glob("*.json")):
+        rel = str(p.relative_to(requests_dir))
+        try:
+            good.append(Request.model_validate_json(p.read_bytes()))
+        except (OSError, ValueError) as e:
+            first = str(e).splitlines()
+            bad.append(UnreadableRequest(rel, " ".join(first[:3])[:300]))
+    good.sort(key=lambda r: r.submitted, reverse=True)
+    return good, bad
+
+
+QUEUE_COLUMNS = ["request", "name", "status", "submitter", "submitted", "last change", "attempts",
+                 "error"]
+
+
+def queue_rows(requests: list[Request]) -> list[dict[str, Any]]:
+    rows = []
+    for r in requests:
+        last = r.history[-1] if r.history else None
+        rows.append(
+            {
+                "request": r.path,
+                "name": r.name,
+                "status": r.status,
+                "submitter": r.submitter,
+                "submitted": f"{r.submitted:%Y-%m-%d %H:%M} UTC",
+                "last change": (
+                    f"{last.time:%Y-%m-%d %H:%M} UTC: {last.note}" if last is not None else ""
+                ),
+                "attempts": r.attempts,
+                "error": (r.error or "").splitlines()[0][:200] if r.error else "",
+            }
+        )
+    return rows
+
+
+HISTORY_COLUMNS = ["time", "status", "worker", "note"]
+
+
+def history_rows(request: Request) -> list[dict[str, Any]]:
+    return [
+        {
+            "time": f"{h.time:%Y-%m-%d %H:%M:%S} UTC",
+            "status": h.status,
+            "worker": h.worker or "",
+            "note": h.note,
+        }
+        for h in request.history
+    ]

@@ -1,0 +1,172 @@
+"""about (texts from the metrics registry), plots (figures with CI bars, missing values named),
+submit (pasted YAML validated like `emarena validate`, queued once per configuration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emarena.leaderboard import about, display, plots
+from emarena.leaderboard import submit as sub
+from emarena.leaderboard.read_results import read_results
+
+REPO = Path(__file__).resolve().parents[2]
+SGTR_YAML = (REPO / "submissions" / "sgtr" / "defense.yaml").read_text()
+README = "# sgtr\n\nSelf-generated text recognition.\n"
+
+
+# --- about --------------------------------------------------------------------------------
+
+
+def test_metric_definitions_come_from_the_registry():
+    from emarena.eval.metrics.definitions import DELTAS, METRICS, ORDER
+
+    defs = {name: desc for name, _, desc in about.metric_definitions()}
+    for name in ORDER:
+        assert defs[name] == METRICS.get(name).description
+    assert defs["em_reduction"] == DELTAS.get("em_reduction").description
+    md = about.about_markdown()
+    assert METRICS.get("misalignment_rate").description in md
+    for shown in ("Betley", "Turner", "Soligo", "Panickssery", "atagade/sgtr-em", "Chen",
+                  "TruthfulQA", "Hendrycks", "docker run", "emarena score"):
+        assert shown in md, shown
+
+
+def test_every_metric_column_is_defined():
+    defined = {name for name, _, _ in about.metric_definitions()}
+    metric_cols = {c.key for c in display.COLUMNS if c.kind == "metric"}
+    assert metric_cols <= defined
+
+
+def test_reproduce_command():
+    cmd = about.reproduce_command(submission="sgtr", model="qwen2.5-7b-instruct",
+                                  em_dataset="insecure", regime="reversal", seed=2,
+                                  preset="paper")
+    assert cmd.startswith("docker run --gpus all")
+    assert ("emarena score submissions/sgtr --model qwen2.5-7b-instruct --em-dataset insecure "
+            "--regimes reversal --seeds 2 --preset paper") in cmd
+    control = about.reproduce_command(submission=None, model="m", em_dataset="insecure",
+                                      regime="em", seed=0, preset="paper")
+    assert "submissions/none" in control
+
+
+# --- plots ----------------------------------------------------------------------------------
+
+
+def test_plots_draw_error_bars_and_name_missing_values(clean_results):
+    rows = read_results(clean_results).table()
+    model, em = rows.model.iloc[0], rows.em_dataset.iloc[0]
+    fig = plots.misalignment_vs_capability(rows, model, em, "truthfulqa_accuracy")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("Misalignment rate")
+    assert len(ax.containers) > 5  # one errorbar container per row
+    bars = plots.defense_bars(rows, "em_reduction", model, em)
+    texts = [t.get_text() for t in bars.texts]
+    assert any("No value (not drawn)" in t and "(EM only) (em)" in t for t in texts)
+    ticks = [t.get_text() for t in bars.axes[0].get_xticklabels()]
+    assert "(EM only)" not in ticks and "sgtr" in ticks
+    for f in (fig, bars):
+        f.savefig(Path(clean_results) / "x.png")
+
+
+def test_plots_empty_selection(clean_results):
+    rows = read_results(clean_results).table()
+    fig = plots.defense_bars(rows, "em_reduction", "no-such-model", "insecure")
+    assert "No rows" in fig.axes[0].texts[0].get_text()
+
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+def test_validate_valid_yaml():
+    v = sub.validate_text(SGTR_YAML, README)
+    assert v.ok and v.name == "sgtr" and len(v.config_hash or "") == 64
+    assert "Valid" in v.markdown()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda y: y.replace("corpus: xsum", "corpus: xsum\n    bogus: 1"), "bogus"),
+        (lambda y: y.replace("kind: sgtr", "kind: sgtrr"), "did you mean 'sgtr'"),
+        (lambda y: y.replace("division: closed", "division: shut"), "division"),
+        (lambda y: y.replace("name: sgtr", "name: Bad Name"), "does not match"),
+        (lambda y: "name: [unclosed", "not valid YAML"),
+        (lambda y: "- a\n- b\n", "expected a mapping"),
+        (lambda y: "", "empty"),
+    ],
+)
+def test_validate_invalid_yaml_reports_each_problem(edit, message):
+    v = sub.validate_text(edit(SGTR_YAML), README)
+    assert not v.ok
+    joined = "\n".join(v.errors)
+    assert message in joined
+    assert "/tmp" not in joined and "emarena-submit-" not in joined  # no temp paths shown
+    assert "problem" in v.markdown()
+
+
+def test_validate_requires_a_readme():
+    v = sub.validate_text(SGTR_YAML, "  ")
+    assert not v.ok
+    assert any("README" in e for e in v.errors)
+
+
+def test_queue_local_folder(tmp_path):
+    out = sub.queue_text(SGTR_YAML, README, "alice", requests_dir=tmp_path)
+    assert out.ok and out.created and out.status == "PENDING"
+    path = tmp_path / out.request_id
+    data = json.loads(path.read_text())
+    assert data["status"] == "PENDING" and data["name"] == "sgtr"
+    assert data["yaml"] == SGTR_YAML and data["readme"] == README
+    assert data["history"][0]["status"] == "PENDING"
+    again = sub.queue_text(SGTR_YAML, README, "bob", requests_dir=tmp_path)
+    assert again.ok and not again.created and "already PENDING" in again.message
+    # a FAILED request may be queued again, keeping its history
+    data["status"] = "FAILED"
+    data["error"] = "boom"
+    path.write_text(json.dumps(data))
+    third = sub.queue_text(SGTR_YAML, README, "carol", requests_dir=tmp_path)
+    assert third.created
+    final = json.loads(path.read_text())
+    assert final["status"] == "PENDING" and final["error"] is None
+    assert [h["status"] for h in final["history"]] == ["PENDING", "PENDING"]
+    reqs, bad = sub.read_queue(tmp_path)
+    assert [r.name for r in reqs] == ["sgtr"] and bad == []
+
+
+def test_queue_refuses_invalid_and_anonymous(tmp_path):
+    bad = sub.queue_text("name: x", README, "alice", requests_dir=tmp_path)
+    assert not bad.ok and bad.errors
+    nobody = sub.queue_text(SGTR_YAML, README, "  ", requests_dir=tmp_path)
+    assert not nobody.ok and "Submitter" in nobody.message
+    nowhere = sub.queue_text(SGTR_YAML, README, "alice")
+    assert not nowhere.ok and "no requests repo" in nowhere.message
+    assert not (tmp_path / "requests").exists()
+
+
+def test_queue_hub_repo_goes_through_emarena_queue(tmp_path, monkeypatch):
+    import emarena.queue as q
+
+    seen = {}
+
+    def fake_submit(path, requests_repo, submitter):
+        folder = Path(path)
+        seen.update(folder=folder.name, files=sorted(p.name for p in folder.iterdir()),
+                    repo=requests_repo, submitter=submitter)
+        return sub_local(folder, tmp_path, submitter)
+
+    sub_local = sub.submit_local
+    monkeypatch.setattr(q, "submit", fake_submit)
+    out = sub.queue_text(SGTR_YAML, README, "alice", requests_repo="org/requests")
+    assert out.ok
+    assert seen == {"folder": "sgtr", "files": ["README.md", "defense.yaml"],
+                    "repo": "org/requests", "submitter": "alice"}
+
+
+def test_read_queue_lists_unreadable_files(tmp_path):
+    (tmp_path / "requests").mkdir()
+    (tmp_path / "requests" / "0123456789abcdef.json").write_text("{not json")
+    reqs, bad = sub.read_queue(tmp_path)
+    assert reqs == [] and len(bad) == 1 and bad[0].path.endswith("0123456789abcdef.json")

@@ -454,13 +454,12 @@ regimes, seeds, preset_name, run_dir, echo) -> a report with `.run` and `.cells`
 
 def load_scorer(spec: str) -> Scorer:
     """ "module:attr" -> the scoring function."""
-    import importlib
+    from emarena.registry import import_ref
 
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
+    if ":" not in spec or spec.startswith(":") or spec.endswith(":"):
         raise ConfigError(f"--scorer {spec!r} is not 'module:attr'", fix=f"e.g. {DEFAULT_SCORER}")
     try:
-        return getattr(importlib.import_module(module), attr)
+        return import_ref(spec)
     except (ImportError, AttributeError) as e:
         raise ConfigError(
             f"--scorer {spec!r} cannot be loaded ({e})", fix="check the name"

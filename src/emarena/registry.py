@@ -17,6 +17,22 @@ from emarena.errors import EmArenaError
 T = TypeVar("T")
 
 
+def import_ref(ref: str):
+    """Import a "module:attr" reference (the one place lazy references are resolved)."""
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ValueError(f"{ref!r} is not a 'module:attr' reference")
+    return getattr(importlib.import_module(module), attr)
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """A "did you mean X? " hint for an unknown registry id (empty when nothing is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3)
+    return f"did you mean {', '.join(close)}? " if close else ""
+
+
 class Registry(Generic[T]):
     """A named collection of `T`; entries may be objects or lazy "module:attr" strings."""
 
@@ -53,8 +69,7 @@ class Registry(Generic[T]):
                 fix=f"use one of: {known}",
             ) from None
         if isinstance(obj, str):
-            module, _, attr = obj.partition(":")
-            obj = getattr(importlib.import_module(module), attr)
+            obj = import_ref(obj)
             self._entries[name] = obj
         return obj  # type: ignore[return-value]
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from emarena import settings
 from emarena.errors import DataError
+from emarena.registry import did_you_mean
 from emarena.yamlio import load_model
 
 Role = Literal["em", "defense", "eval", "sgtr-corpus", "capability"]
@@ -173,10 +174,7 @@ def all_specs(suite: str = settings.DEFAULT_SUITE) -> dict[str, DatasetSpec]:
 def get_spec(dataset_id: str, suite: str = settings.DEFAULT_SUITE) -> DatasetSpec:
     specs = all_specs(suite)
     if dataset_id not in specs:
-        import difflib
-
-        close = difflib.get_close_matches(dataset_id, list(specs), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(dataset_id, list(specs))
         raise DataError(
             f"unknown dataset {dataset_id!r}",
             where=str(registry_path(suite)),

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from emarena import settings
 from emarena.errors import ModelError
+from emarena.registry import did_you_mean
 from emarena.yamlio import load_model
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -183,10 +184,7 @@ def get_spec(model_id: str, suite: str = settings.DEFAULT_SUITE) -> ModelSpec:
     """The spec for `model_id`; a ModelError listing the known ids if there is none."""
     specs = all_specs(suite)
     if model_id not in specs:
-        import difflib
-
-        close = difflib.get_close_matches(model_id, list(specs), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(model_id, list(specs))
         raise ModelError(
             f"unknown model {model_id!r}",
             where=str(registry_path(suite)),

@@ -218,11 +218,9 @@ def build_stage_data(spec: StageSpec, start_dir: Path, work_dir: Path, preset) -
     )
     if kind.builder is None:
         raise ValueError(f"defense kind {kind.name!r} has no training stage")
-    import importlib
+    from emarena.registry import import_ref
 
-    module, _, attr = kind.builder.partition(":")
-    builder = getattr(importlib.import_module(module), attr)
-    return builder(params, ctx)
+    return import_ref(kind.builder)(params, ctx)
 
 
 def run_stage(ctx: StageContext, spec: StageSpec, *, recipe, preset) -> Path:

@@ -315,3 +315,18 @@ def test_stats_are_reportable(server, tmp_path):
     assert d["requested"] == 2 and d["scored"] == 2 and d["unscored"] == {} and d["failed"] == {}
     json.dumps(d)
     assert Path(out.path).is_file()
+
+
+def test_judge_stats_with_unscored_reasons_serialise_for_done_json():
+    """The judge stage's DONE.json holds its stats: counts by reason stay {reason: count}
+    (dataclasses.asdict would turn a Counter into tuple keys and fail to serialise)."""
+    from emarena.eval.judges.run import JudgeRunStats
+    from emarena.protocol.evaluate import _plain
+
+    stats = JudgeRunStats(requested=20, scored=8)
+    stats.unscored["low-probability-mass"] += 12
+    stats.failed["http-503"] += 1
+    out = _plain(stats)
+    assert out["unscored"] == {"low-probability-mass": 12}
+    assert out["failed"] == {"http-503": 1}
+    assert out["requested"] == 20 and out["scored"] == 8

@@ -236,9 +236,15 @@ def run_judge(run: Run, job: EvalJob, judge, templates: Templates, *, echo=print
 
 
 def _plain(stats: Any) -> Any:
+    """Stats as JSON-ready data. A dataclass's own `as_dict` wins over `dataclasses.asdict`,
+    which rebuilds a Counter from its (key, count) pairs and so turns counts into tuple keys."""
     from dataclasses import asdict, is_dataclass
 
-    return json.loads(json.dumps(asdict(stats) if is_dataclass(stats) else stats, default=str))
+    if hasattr(stats, "as_dict"):
+        stats = stats.as_dict()
+    elif is_dataclass(stats) and not isinstance(stats, type):
+        stats = asdict(stats)
+    return json.loads(json.dumps(stats, default=str))
 
 
 # --------------------------------------------------------------------------------------------

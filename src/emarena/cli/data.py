@@ -98,6 +98,12 @@ def _ids(ids: list[str] | None, all_: bool) -> list[str]:
 def pull(
     ids: list[str] = typer.Argument(None, help="Dataset ids (see `emarena data list`)."),
     all_: bool = typer.Option(False, "--all", help="Pull every registered dataset."),
+    into_cache: bool = typer.Option(
+        False,
+        "--into-cache",
+        help="Also copy files found in the mirror into the cache, so the cache alone holds "
+        "them (an image build, an offline machine).",
+    ),
     mirror: Path = MirrorOpt,
     cache: Path = CacheOpt,
 ) -> None:
@@ -110,7 +116,7 @@ def pull(
     mirror = settings.mirror_dir(mirror)
     cache = settings.cache_dir(cache)
     todo = [(get_spec(i), f) for i in _ids(ids, all_) for f in get_spec(i).files]
-    counts = {"mirror": 0, "cache": 0, "download": 0}
+    counts = {"mirror": 0, "cache": 0, "download": 0, "copied": 0}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -131,12 +137,34 @@ def pull(
                 progress=lambda n, sub=sub: progress.update(sub, advance=n, visible=True),
             )
             progress.remove_task(sub)
+            if into_cache and r.where == "mirror":
+                _copy_into_cache(r.path, cache / "data" / f.src.cache_relpath)
+                counts["copied"] += 1
             counts[r.where] += 1
             progress.advance(task, f.bytes)
     console.print(
         f"{len(todo)} files ready: {counts['mirror']} in the mirror, "
         f"{counts['cache']} already cached, {counts['download']} downloaded into {cache / 'data'}"
+        + (f"; {counts['copied']} copied from the mirror into the cache" if into_cache else "")
     )
+
+
+def _copy_into_cache(src: Path, dest: Path) -> None:
+    """Copy a verified mirror file to its cache path: a temp file renamed into place, so a
+    killed copy never leaves a half-written cache entry."""
+    import os
+    import shutil
+    import tempfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import typer  # noqa: E402
 
 from emarena import __version__  # noqa: E402
 from emarena.cli import data as data_cli
+from emarena.cli import grid as grid_cli
 from emarena.cli import hub as hub_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.command("score")(protocol_cli.score)
+app.command("grid")(grid_cli.grid)
 app.command("status")(protocol_cli.status)
 app.command("report")(protocol_cli.report)
 app.command("rejudge")(protocol_cli.rejudge)

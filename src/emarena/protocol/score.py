@@ -18,6 +18,7 @@ from emarena.protocol.run import Run
 from emarena.protocol.stages import (
     StageContext,
     StageSpec,
+    is_done,
     run_stage,
     stages_for,
     training_sha256,
@@ -76,6 +77,76 @@ def plan_cells(
     return cells
 
 
+def check_em_dataset(em_dataset: str, *, field: str) -> None:
+    """`em_dataset` must be a registered EM-induction dataset (`field` names where it came from)."""
+    from emarena import data
+
+    ds = data.get_spec(em_dataset)
+    if ds.role != "em":
+        ems = ", ".join(i for i, d in data.all_specs().items() if d.role == "em")
+        raise ConfigError(
+            f"{field} {em_dataset!r} has role {ds.role!r}, not 'em'",
+            fix=f"use an EM-induction dataset: {ems}",
+        )
+
+
+def check_regimes(sub, wanted: list[str], *, where: str, field: str = "--regimes") -> list[str]:
+    """Every requested regime must be a defense regime that the submission supports."""
+    for r in wanted:
+        if r not in DEFENSE_REGIMES:
+            raise ConfigError(
+                f"{field}: {r!r} is not a defense regime",
+                fix=f"use any of {', '.join(DEFENSE_REGIMES)} "
+                "(the base and em controls are always run)",
+            )
+        if sub.regimes and r not in sub.regimes:
+            raise ConfigError(
+                f"{where}: the submission does not support regime {r!r}",
+                fix=f"its regimes are {', '.join(sub.regimes)}; request one of those",
+            )
+    return wanted
+
+
+def plan_stages(
+    run: Run, cells: list[Cell], recipe_sha256: str
+) -> tuple[dict[str, StageSpec], dict[str, list[str]]]:
+    """Write every cell's cell.json (and stage links) into `run`; return the unique stages in
+    dependency order (a stage's parent always comes first) and each cell's stage keys.
+
+    Stages are content-addressed, so cells that need the same training (the `em` control and
+    every reversal cell of a model, EM dataset and seed) get one stage."""
+    ordered: dict[str, StageSpec] = {}
+    stages_of: dict[str, list[str]] = {}
+    for cell in cells:
+        stages = stages_for(cell, recipe_sha256)
+        stages_of[cell.id] = [s.key for s in stages]
+        run.write_cell(cell, stages)
+        for s in stages:
+            ordered.setdefault(s.key, s)
+    return ordered, stages_of
+
+
+def describe_stage(spec: StageSpec) -> str:
+    what = spec.em_dataset if spec.kind == "em" else spec.defense.kind  # type: ignore[union-attr]
+    after = f" after {spec.parent}" if spec.parent else ""
+    return f"{spec.key} ({spec.kind}: {what}{after})"
+
+
+def train_stages(
+    ctx: StageContext, stages: list[StageSpec], *, recipe, preset, report, echo=print
+) -> None:
+    """Train, in order, every stage of `stages` that is not done (parents come first);
+    record each key in `report.trained` or `report.skipped`."""
+    for i, spec in enumerate(stages, start=1):
+        if is_done(ctx, spec):
+            echo(f"[{i}/{len(stages)}] {describe_stage(spec)}: done, skipped")
+            report.skipped.append(spec.key)
+            continue
+        echo(f"[{i}/{len(stages)}] {describe_stage(spec)}: training")
+        run_stage(ctx, spec, recipe=recipe, preset=preset)
+        report.trained.append(spec.key)
+
+
 def score(
     submission_path: Path,
     *,
@@ -90,7 +161,7 @@ def score(
     evaluate: bool = True,
     echo=print,
 ) -> ScoreReport:
-    from emarena import data, models
+    from emarena import models
     from emarena.submission import load_submission
     from emarena.train import get_preset, load_recipe
 
@@ -98,26 +169,10 @@ def score(
     sub = load_submission(submission_path)
     model_id = model_id or models.default_model_id()
     mspec = models.get_spec(model_id)
-    ds = data.get_spec(em_dataset)
-    if ds.role != "em":
-        ems = ", ".join(i for i, d in data.all_specs().items() if d.role == "em")
-        raise ConfigError(
-            f"--em-dataset {em_dataset!r} has role {ds.role!r}, not 'em'",
-            fix=f"use an EM-induction dataset: {ems}",
-        )
-    wanted = list(regimes or sub.regimes or DEFENSE_REGIMES)
-    for r in wanted:
-        if r not in DEFENSE_REGIMES:
-            raise ConfigError(
-                f"--regimes: {r!r} is not a defense regime",
-                fix=f"use any of {', '.join(DEFENSE_REGIMES)} "
-                "(the base and em controls are always run)",
-            )
-        if sub.regimes and r not in sub.regimes:
-            raise ConfigError(
-                f"{submission_path}: the submission does not support regime {r!r}",
-                fix=f"its regimes are {', '.join(sub.regimes)}; request one of those",
-            )
+    check_em_dataset(em_dataset, field="--em-dataset")
+    wanted = check_regimes(
+        sub, list(regimes or sub.regimes or DEFENSE_REGIMES), where=str(submission_path)
+    )
     recipe = load_recipe()
     preset = get_preset(preset_name)
     seeds = seeds or [0]
@@ -134,15 +189,7 @@ def score(
     run.root.mkdir(parents=True, exist_ok=True)
     rsha = training_sha256(recipe, preset)
 
-    # Unique stages in dependency order (a stage's parent always comes first in stages_for).
-    ordered: dict[str, StageSpec] = {}
-    stages_of: dict[str, list[str]] = {}
-    for cell in cells:
-        stages = stages_for(cell, rsha)
-        stages_of[cell.id] = [s.key for s in stages]
-        run.write_cell(cell, stages)
-        for s in stages:
-            ordered.setdefault(s.key, s)
+    ordered, stages_of = plan_stages(run, cells, rsha)
     write_json_atomic(
         run.root / "plan.json",
         {
@@ -168,18 +215,9 @@ def score(
     base_dir = models.pull(model_id)
     ctx = StageContext(stages_dir=run.stages_dir, base_model_dir=base_dir, log=run.log)
     report = ScoreReport(run=run.root, cells=cells, stages=list(ordered.values()))
-    from emarena.protocol.stages import is_done
-
-    for i, spec in enumerate(ordered.values(), start=1):
-        what = spec.em_dataset if spec.kind == "em" else spec.defense.kind  # type: ignore[union-attr]
-        after = f" after {spec.parent}" if spec.parent else ""
-        if is_done(ctx, spec):
-            echo(f"[{i}/{len(ordered)}] {spec.key} ({spec.kind}: {what}{after}): done, skipped")
-            report.skipped.append(spec.key)
-            continue
-        echo(f"[{i}/{len(ordered)}] {spec.key} ({spec.kind}: {what}{after}): training")
-        run_stage(ctx, spec, recipe=recipe, preset=preset)
-        report.trained.append(spec.key)
+    train_stages(
+        ctx, list(ordered.values()), recipe=recipe, preset=preset, report=report, echo=echo
+    )
     run.log("score_trained", trained=report.trained, skipped=report.skipped)
     echo(f"training complete: {len(report.trained)} stage(s) trained, {len(report.skipped)} reused")
     if evaluate:

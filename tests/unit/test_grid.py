@@ -164,3 +164,23 @@ def test_unknown_executor_exits_2_with_a_fix(tmp_path):
     assert out.returncode == 2
     assert "--executor 'slurm' is not an executor" in out.stderr and "local or ray" in out.stderr
     assert not (tmp_path / "grid__smoke").exists()
+
+
+def test_ray_executor_with_no_cluster_at_the_address_fails_fast_with_a_fix(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run(
+        [
+            sys.executable, "-m", "emarena", "grid", str(grids_dir() / "smoke.yaml"),
+            "--executor", "ray", "--address", f"127.0.0.1:{port}", "--run-root", str(tmp_path),
+            "--no-eval",
+        ],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"--address 127.0.0.1:{port}: no Ray cluster answers there" in out.stderr
+    assert "ray start --head" in out.stderr
+    assert not (tmp_path / "grid__smoke").exists()  # refused before planning or training

@@ -438,6 +438,8 @@ def run_grid(
         raise ConfigError(
             "--address is only for --executor ray", fix="drop --address or add --executor ray"
         )
+    if executor == "ray" and address and address.count(":") == 1 and "://" not in address:
+        _check_reachable(address)  # ray.init retries an unreachable address for minutes
     t0 = time.time()
     plan = plan_grid(grid, run_dir or default_run_dir(run_root, grid))
     run = plan.run
@@ -533,6 +535,20 @@ def _judge_and_score(plan: GridPlan, base_dirs: dict[str, Path], *, judge, echo)
     write_report(plan.run.root, echo=echo)
     echo(f"report: {plan.run.root / 'report.md'}")
     return paths
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as e:
+        raise EmArenaError(
+            f"--address {address}: no Ray cluster answers there ({e})",
+            fix="start one (`ray start --head --port=PORT`) and pass HOST:PORT of its head node",
+        ) from None
 
 
 def _run_on_ray(plan: GridPlan, todo: list, groups: list[list[Cell]], *, address, echo) -> list:

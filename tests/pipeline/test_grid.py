@@ -147,6 +147,9 @@ def ray_cluster(env):
     if not ray_bin.exists():
         pytest.fail("the `ray` CLI is missing: pip install 'emarena[ray]' (it is in the dev extra)")
     port = free_port()
+    # the cluster's own environment: the mirror and cache, but not the judge key (judging runs
+    # in the driver)
+    cluster_env = {k: v for k, v in env.items() if k != "EMARENA_JUDGE_API_KEY"}
     tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's unix socket paths have a length limit
     proc = subprocess.Popen(
         [
@@ -154,7 +157,10 @@ def ray_cluster(env):
             "--node-ip-address=127.0.0.1", "--num-cpus=2", "--num-gpus=0",
             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}",
         ],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=cluster_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     address = f"127.0.0.1:{port}"
     try:
@@ -163,7 +169,7 @@ def ray_cluster(env):
             assert proc.poll() is None, "ray start exited"
             ok = subprocess.run(
                 [str(ray_bin), "status", f"--address={address}"],
-                capture_output=True, text=True, timeout=60, env=env,
+                capture_output=True, text=True, timeout=60, env=cluster_env,
             )
             if ok.returncode == 0 and "CPU" in ok.stdout:
                 break

@@ -521,6 +521,21 @@ def _write_submission(cfg: WorkerConfig, req: Request) -> Path:
     return folder
 
 
+def _check_request(req: Request, sub_dir: Path) -> None:
+    """Validate the request's submission before any work, and check it is the configuration
+    the request names. A request is data in a repo anyone with write access can edit: one
+    planted or edited by hand, past `submit`'s validation, fails here with the file's problems."""
+    from emarena.submission import load_submission
+
+    sub = load_submission(sub_dir)  # SubmissionError: one line per problem
+    if sub.config_hash != req.config_hash:
+        raise QueueError(
+            f"{req.path}: config_hash {req.config_hash[:12]}... does not match its defense.yaml "
+            f"(which hashes to {sub.config_hash[:12]}...): the request was edited by hand",
+            fix="submit the submission folder again with `emarena submit`",
+        )
+
+
 class _Heartbeat:
     """A thread refreshing the request's heartbeat every `interval` seconds while it runs."""
 
@@ -550,7 +565,8 @@ class _Heartbeat:
 
 
 def process(cfg: WorkerConfig, req: Request, echo: Callable[[str], Any] = print) -> Outcome:
-    """Run one claimed request: write its submission, score it, publish, mark FINISHED.
+    """Run one claimed request: write its submission, validate it against the request's
+    config hash, score it, publish, mark FINISHED.
 
     Any exception marks it FAILED with the error text and the log location (and is not
     re-raised: one bad request never stops the worker).
@@ -573,6 +589,7 @@ def process(cfg: WorkerConfig, req: Request, echo: Callable[[str], Any] = print)
     try:
         with _Heartbeat(cfg, req, log) as beat:
             sub_dir = _write_submission(cfg, req)
+            _check_request(req, sub_dir)
             run_dir = folder / _slug(
                 f"run__{cfg.model or 'default-model'}__{cfg.em_dataset}__{cfg.preset}"
             )

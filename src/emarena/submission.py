@@ -7,6 +7,8 @@ regimes it competes in, and (open division only) a few training overrides. Every
 Files are read as untrusted input: at most `MAX_BYTES`, UTF-8, plain YAML (no tags), at most
 `MAX_DEPTH` levels and `MAX_ALIASES` aliases, duplicate keys refused. Every problem becomes one
 line `file:line: key: message; fix: ...`, and all of a file's problems are reported at once.
+defense.yaml and README.md must be regular files, not symbolic links (`submit` uploads them
+verbatim), and README.md UTF-8 text of at most `MAX_README_BYTES`.
 
     sub = load_submission("submissions/sgtr")      # the folder, or its defense.yaml
     sub.defense.kind, sub.defense.params, sub.config_hash
@@ -41,6 +43,8 @@ MAX_BYTES = 256 * 1024
 MAX_DEPTH = 20
 MAX_ALIASES = 100
 MAX_NODES = 10_000
+#: README.md is uploaded with the request: text, not data.
+MAX_README_BYTES = 1024 * 1024
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -384,17 +388,60 @@ def _folder_name(yaml_path: Path) -> str:
     return Path(os.path.abspath(yaml_path)).parent.name.removeprefix("_")
 
 
+def _symlink_error(path: Path) -> str | None:
+    """An error line if `path` is a symbolic link. `submit` uploads defense.yaml and README.md
+    verbatim, so a link (say, README.md -> ~/.cache/huggingface/token) would publish whatever
+    file it points at; a submission's files must be the files themselves."""
+    if not path.is_symlink():
+        return None
+    return (
+        f"{path}: is a symbolic link; fix: copy the file itself into the submission folder "
+        "(links are refused: they could point at any file of the machine that reads them)"
+    )
+
+
+def _readme_errors(readme: Path) -> list[str]:
+    """README.md must be UTF-8 text of at most `MAX_README_BYTES` (it is uploaded as is)."""
+    try:
+        with readme.open("rb") as f:
+            raw = f.read(MAX_README_BYTES + 1)
+    except OSError as e:
+        return [f"{readme}: cannot be read ({e.strerror}); fix: check the file"]
+    if len(raw) > MAX_README_BYTES:
+        return [
+            f"{readme}: is over the {MAX_README_BYTES:,}-byte limit; fix: describe the method "
+            "in a few pages and link to the rest"
+        ]
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        return [
+            f"{readme}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "fix: save the file as UTF-8"
+        ]
+    return []
+
+
 def _check_file(yaml_path: Path) -> tuple[Submission | None, list[str]]:
     """Validate one defense.yaml; return (submission or None, error lines)."""
     errors: list[str] = []
     readme = yaml_path.parent / README
-    if not readme.is_file():
+    link = _symlink_error(readme)
+    if link:
+        errors.append(link)
+    elif not readme.is_file():
         errors.append(
             f"{yaml_path}: {README} is missing next to {yaml_path.name}; fix: add {readme} "
             "describing the method, its source and its params"
         )
     elif readme.stat().st_size == 0:
         errors.append(f"{readme}: is empty; fix: describe the method, its source and its params")
+    else:
+        errors.extend(_readme_errors(readme))
+    link = _symlink_error(yaml_path)
+    if link:  # never read what a link points at: it could be any file on this machine
+        return None, [link, *errors]
     try:
         data, node = read_yaml(
             yaml_path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES,

@@ -15,7 +15,9 @@ skipped.
 
 A file is invalid, listed with its error and never counted (never as zero), when it cannot be
 read, is not JSON, has an unknown schema_version or does not match the schema (all via
-`emarena.eval.result.load_result`), holds a non-finite number (NaN, Infinity), or is named
+`emarena.eval.result.load_result`), holds a non-finite number (NaN, Infinity) or a value of
+the wrong JSON type that lax validation would convert (`true` or "0.5" for a number), a number
+no computation gives (a rate outside [0, 1], a negative count), or is named
 after a different cell id than it holds. Two files with the same cell id are duplicates:
 identical copies count once (the copy at the dataset's own path for the cell is kept, the
 others are listed), copies that disagree count not at all (each is listed as a conflict).
@@ -195,6 +197,48 @@ def _non_finite_metric(result: Result) -> str | None:
     return None
 
 
+#: Bounds of the metrics that are not rates (rates: UNIT_METRICS, [0, 1]).
+_RANGES = {"mean_alignment": (0.0, 100.0), "identity_diversity": (0.0, math.inf)}
+
+
+def _out_of_range(result: Result) -> str | None:
+    """The first metric number no computation can give: a rate or accuracy outside [0, 1], a
+    mean alignment outside [0, 100], a negative entropy or count, more unscored answers than
+    answers. (Deltas may be negative.)"""
+    for name, by_cond in result.metrics.items():
+        for cond, mv in by_cond.items():
+            where = f"metrics.{name}.{cond}"
+            lo, hi = (0.0, 1.0) if name in UNIT_METRICS else _RANGES.get(name, (-math.inf,
+                                                                                 math.inf))
+            for attr in ("value", "ci_low", "ci_high"):
+                x = getattr(mv, attr)
+                if x is not None and not lo <= x <= hi:
+                    return f"{where}.{attr} is {x}: {name} lies in [{lo:g}, {hi:g}]"
+            if mv.n < 0 or not 0 <= mv.n_unscored <= max(mv.n, 0):
+                return (f"{where}: n={mv.n}, n_unscored={mv.n_unscored}: counts must be >= 0 "
+                        "and n_unscored <= n")
+    return None
+
+
+def _coerced_value(path: Path) -> str | None:
+    """The first value of the wrong JSON type that the lax schema check converted, or None.
+
+    `load_result` validates in pydantic's lax mode, which reads `true` as 1.0 and "0.5" as 0.5.
+    The pipeline never writes such values, so one means a damaged or hand-edited file: it is
+    invalid rather than shown as a number it never was."""
+    try:
+        Result.model_validate_json(path.read_bytes(), strict=True)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        shown = repr(err.get("input"))
+        shown = shown[:60] + "..." if len(shown) > 60 else shown
+        return f"{loc}: {err['msg']} (got {shown}); values must have the schema's JSON types"
+    except (RecursionError, MemoryError, ValueError, OSError) as e:
+        return f"cannot be parsed strictly ({type(e).__name__})"
+    return None
+
+
 def load_file(path: Path, root: Path) -> CellRecord | InvalidFile:
     """One file -> a CellRecord, or an InvalidFile with the error. Never raises for bad data."""
     rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
@@ -213,6 +257,9 @@ def load_file(path: Path, root: Path) -> CellRecord | InvalidFile:
     bad = _non_finite_metric(result)
     if bad:
         return InvalidFile(rel, f"{bad}: metric values must be finite numbers or null")
+    bad = _coerced_value(path) or _out_of_range(result)
+    if bad:
+        return InvalidFile(rel, bad)
     stem = path.name[: -len(".json")]
     if _CELL_ID_RE.match(stem) and stem != result.cell_id:
         return InvalidFile(

@@ -33,8 +33,8 @@ def grid(
     judge: str = typer.Option(
         None,
         "--judge",
-        help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]. Default: the reference API judge when "
-        "OPENAI_API_KEY is set, else a local hf judge (said plainly: unofficial).",
+        help="openai, openai:MODEL, openai:MODEL@BASE_URL, hf or hf:MODEL. Default: the "
+        "reference API judge when OPENAI_API_KEY is set, else a local hf judge (unofficial).",
     ),
     no_eval: bool = typer.Option(False, "--no-eval", help="Train only; write no results."),
     plan_only: bool = typer.Option(

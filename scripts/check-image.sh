@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Build check for the Dockerfile on a machine without a Docker daemon (or a GPU, or a registry).
+#
+#   1. base:  a CPU base image made locally: a Debian bookworm rootfs (debootstrap) with Python
+#             3.11 and the CPU build of torch 2.13.0, imported with `podman import`;
+#   2. build: the repository's Dockerfile built on it with buildah (`--isolation chroot`),
+#             `--build-arg BASE_IMAGE=<that image>`, the datasets baked from the upstream mirror
+#             ($EMARENA_MIRROR, passed as the `mirror` build context) and the embedded model baked;
+#   3. score: `emarena score submissions/sgtr --preset smoke` inside the built image
+#             (`buildah run --isolation chroot`) with EMARENA_OFFLINE=1 and no mirror mounted,
+#             so it proves the image holds its data; the run folder is written to the /runs volume.
+# Each step's wall time is printed at the end. Run as root (installs buildah, podman and
+# debootstrap with apt when missing). Settings (environment):
+#   EMARENA_MIRROR   upstream mirror to bake the datasets from (unset: download from upstream)
+#   PRESET           preset to score (default smoke; cpu-demo is the issue's longer check)
+#   REGIMES          regimes to score, space-separated (default: those the submission lists)
+#   REBUILD_BASE=1   rebuild the base image even if it exists (default: reuse it)
+#   TORCH_WHEEL      a CPU torch wheel to use instead of `pip download torch==2.13.0`
+#   CHECK_WORK       scratch folder (default .cache/check-image; the run folder is under it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+PRESET=${PRESET:-smoke}
+REGIMES=${REGIMES:-}
+SUBMISSION=submissions/sgtr
+WORK=${CHECK_WORK:-$REPO/.cache/check-image}
+TORCH_SPEC=torch==2.13.0
+BASE_IMAGE=localhost/emarena-cpu-base:bookworm-torch2.13.0
+IMAGE=localhost/emarena:check
+DEBIAN_SUITE=bookworm
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+export BUILDAH_ISOLATION=chroot
+
+declare -a STEP_NAMES=() STEP_SECS=()
+report() {
+  echo
+  echo "== check-image: wall time per step =="
+  local i
+  for i in "${!STEP_NAMES[@]}"; do
+    printf '  %-44s %6s s\n' "${STEP_NAMES[$i]}" "${STEP_SECS[$i]}"
+  done
+}
+trap report EXIT
+
+# step NAME CMD...: run CMD, record its wall time under NAME.
+step() {
+  local name=$1 t0
+  shift
+  echo
+  echo "== $name =="
+  t0=$(date +%s)
+  "$@"
+  STEP_NAMES+=("$name")
+  STEP_SECS+=("$(($(date +%s) - t0))")
+}
+
+die() {
+  echo "check-image: $*" >&2
+  exit 2
+}
+
+tools() {
+  local missing=()
+  for t in buildah podman debootstrap; do
+    command -v "$t" >/dev/null || missing+=("$t")
+  done
+  if ((${#missing[@]})); then
+    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: run as root, or apt-get install ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      buildah podman debootstrap uidmap >/dev/null
+  fi
+  buildah --version
+  podman --version
+}
+
+torch_wheel() {
+  # The CPU wheel only: a plain PyPI `torch` for Linux is the multi-GB CUDA build.
+  if [[ -n ${TORCH_WHEEL:-} ]]; then
+    echo "$TORCH_WHEEL"
+    return
+  fi
+  mkdir -p "$WORK/wheels"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+    --python-version 3.11 --platform manylinux_2_28_x86_64 -d "$WORK/wheels" "$TORCH_SPEC" >&2
+  local found w
+  found=("$WORK"/wheels/torch-2.13.0*.whl)
+  w=${found[0]}
+  [[ $w == *+cpu* ]] || die "pip gave ${w:-no wheel}, not the CPU build of $TORCH_SPEC; fix: set" \
+    "TORCH_WHEEL to a CPU wheel or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu"
+  echo "$w"
+}
+
+make_base() {
+  if [[ ${REBUILD_BASE:-0} != 1 ]] && podman image exists "$BASE_IMAGE"; then
+    echo "reusing $BASE_IMAGE (REBUILD_BASE=1 rebuilds it)"
+    return
+  fi
+  local rootfs=$WORK/rootfs wheel
+  wheel=$(torch_wheel)
+  rm -rf "$rootfs"
+  debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates \
+    "$DEBIAN_SUITE" "$rootfs" "$DEBIAN_MIRROR" >"$WORK/debootstrap.log" 2>&1 \
+    || die "debootstrap failed; see $WORK/debootstrap.log"
+  # The host's trust store and resolver, so pip inside the builds reaches PyPI as the host does.
+  cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+  cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
+  cp "$wheel" "$rootfs/tmp/"
+  chroot "$rootfs" env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
+    python3 -m pip install --quiet --no-cache-dir --break-system-packages \
+    --root-user-action=ignore "/tmp/$(basename "$wheel")"
+  rm -f "$rootfs/tmp/$(basename "$wheel")"
+  chroot "$rootfs" python3 -c \
+    'import torch; print("base: torch", torch.__version__, "cuda", torch.version.cuda)'
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
+  rm -rf "$rootfs"
+}
+
+build() {
+  local ctx=()
+  if [[ -n ${EMARENA_MIRROR:-} ]]; then
+    [[ -d $EMARENA_MIRROR ]] || die "EMARENA_MIRROR=$EMARENA_MIRROR is not a folder"
+    ctx=(--build-context "mirror=$EMARENA_MIRROR")
+  else
+    echo "EMARENA_MIRROR unset: the build downloads the datasets from upstream"
+  fi
+  buildah build --isolation chroot --layers \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg EMARENA_EXTRAS=train \
+    --build-arg BAKE_EMBEDDED_MODEL=1 "${ctx[@]}" -f Dockerfile -t "$IMAGE" .
+}
+
+score() {
+  local runs=$WORK/runs ctr user args=()
+  user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")
+  [[ -n $user && ${user%%:*} != 0 && ${user%%:*} != root ]] || die "image runs as root ($user)"
+  rm -rf "$runs"
+  mkdir -p "$runs"
+  chown "$user" "$runs"
+  for r in $REGIMES; do args+=(--regimes "$r"); done
+  ctr=$(buildah from --pull=never "$IMAGE")
+  # shellcheck disable=SC2064  # expand now: the container id is local to this function
+  trap "buildah rm $ctr >/dev/null; report" EXIT
+  echo "container $ctr runs as $(buildah run "$ctr" -- id -un) (uid $user)"
+  buildah run --isolation chroot --env EMARENA_OFFLINE=1 -v "$runs:/runs" "$ctr" -- \
+    emarena score "$SUBMISSION" --preset "$PRESET" "${args[@]}"
+  local n
+  n=$(find "$runs" -path '*/metrics/result.json' | wc -l)
+  ((n > 0)) || die "the score run wrote no result.json under $runs"
+  echo "score: $n result.json files under $runs"
+}
+
+mkdir -p "$WORK"
+step "0 tools (buildah, podman, debootstrap)" tools
+step "1 base image (debootstrap + CPU torch)" make_base
+step "2 build Dockerfile (buildah, chroot)" build
+step "3 score $SUBMISSION --preset $PRESET" score

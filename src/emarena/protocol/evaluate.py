@@ -109,6 +109,42 @@ def plan_evals(
 
 
 # --------------------------------------------------------------------------------------------
+# row counts: a DONE.json records how many rows each file had, so a file damaged since (a
+# truncated or corrupt line, which the row store drops when it opens the file) is noticed and
+# its step resumes to rewrite the missing rows, instead of metrics counting fewer rows.
+
+
+def _row_types() -> dict[str, type]:
+    from emarena.eval.rows import ChoiceScore, Generation, Judgement
+
+    return {
+        "generations.jsonl": Generation,
+        "choices.jsonl": ChoiceScore,
+        "judgements.jsonl": Judgement,
+    }
+
+
+def _row_counts(folder: Path, names: tuple[str, ...]) -> dict[str, int]:
+    from emarena.eval.rows import RowStore
+
+    types = _row_types()
+    return {n: len(RowStore(folder / n, types[n])) for n in names if (folder / n).exists()}
+
+
+def _missing_rows(folder: Path, done: dict) -> list[str]:
+    """'<file>: <n> of <m> rows' for each file with fewer rows than its DONE.json recorded."""
+    from emarena.eval.rows import RowStore
+
+    types = _row_types()
+    out = []
+    for name, n in (done.get("rows") or {}).items():
+        got = len(RowStore(folder / name, types[name])) if name in types else n
+        if got < n:
+            out.append(f"{folder / name}: {got} of {n} rows")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # generate
 
 
@@ -118,7 +154,12 @@ def run_generate(run: Run, job: EvalJob, *, preset, backend: str, echo=print) ->
     gdir = job.dir(run) / GENERATE
     inputs = {"key": job.key, "model_dir": str(job.model_dir)}
     done = read_done(gdir)
-    if done is None or done.get("inputs") != inputs:
+    damaged = _missing_rows(gdir, done) if done is not None else []
+    if damaged:
+        echo(f"  generate {job.key}: rows lost since it finished ({'; '.join(damaged)}); "
+             "generating them again")
+        run.log("generate_repair", eval=job.key, damaged=damaged)
+    if done is None or done.get("inputs") != inputs or damaged:
         (gdir / "DONE.json").unlink(missing_ok=True)
         run.log("generate_start", eval=job.key)
         t0 = time.time()
@@ -134,7 +175,12 @@ def run_generate(run: Run, job: EvalJob, *, preset, backend: str, echo=print) ->
             raise RuntimeError(f"generation for {job.key} did not complete: {stats}")
         write_json_atomic(
             gdir / "DONE.json",
-            {"inputs": inputs, "stats": stats, "seconds": round(time.time() - t0, 3)},
+            {
+                "inputs": inputs,
+                "stats": stats,
+                "rows": _row_counts(gdir, ("generations.jsonl", "choices.jsonl")),
+                "seconds": round(time.time() - t0, 3),
+            },
         )
         run.log("generate_done", eval=job.key, seconds=round(time.time() - t0, 3))
     else:
@@ -201,7 +247,12 @@ def run_judge(run: Run, job: EvalJob, judge, templates: Templates, *, echo=print
     jdir = job.dir(run) / JUDGE / judge_slug(judge.id)
     inputs = {"generate": read_done(gdir)["inputs"], "judge": judge.id}  # type: ignore[index]
     done = read_done(jdir)
-    if done is not None and done.get("inputs") == inputs:
+    damaged = _missing_rows(jdir, done) if done is not None else []
+    if damaged:
+        echo(f"  judge {job.key}: rows lost since it finished ({'; '.join(damaged)}); "
+             "judging them again")
+        run.log("judge_repair", eval=job.key, judge=judge.id, damaged=damaged)
+    if done is not None and done.get("inputs") == inputs and not damaged:
         echo(f"  judge {job.key} ({judge.id}): done, skipped")
     else:
         (jdir / "DONE.json").unlink(missing_ok=True)
@@ -227,7 +278,12 @@ def run_judge(run: Run, job: EvalJob, judge, templates: Templates, *, echo=print
             stats = judge_all(record_transient=True)
         write_json_atomic(
             jdir / "DONE.json",
-            {"inputs": inputs, "stats": _plain(stats), "seconds": round(time.time() - t0, 3)},
+            {
+                "inputs": inputs,
+                "stats": _plain(stats),
+                "rows": _row_counts(jdir, ("judgements.jsonl",)),
+                "seconds": round(time.time() - t0, 3),
+            },
         )
         run.log("judge_done", eval=job.key, judge=judge.id, seconds=round(time.time() - t0, 3))
     for cell in job.cells:

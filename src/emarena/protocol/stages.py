@@ -17,6 +17,7 @@ stage completed"):
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emarena.data.records import ChatRecord
+from emarena.errors import EmArenaError
 from emarena.protocol.cell import Cell, DefenseRef, Frozen, ModelRef, sha256_json
 
 StageKind = Literal["em", "defense"]
@@ -139,11 +141,45 @@ class StageContext:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # never leave a half-written temp file behind
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
+#: errno values meaning the disk is full (or a quota / this process's file-size limit is hit).
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StorageError(EmArenaError):
+    """A write failed because the disk is full: what was written, where, and how to go on."""
+
+
+def is_no_space(e: BaseException) -> bool:
+    """An OSError for a full disk, or a library's wrapping of one (safetensors: os error 28)."""
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+        return True
+    text = str(e)
+    return "No space left on device" in text or "os error 28" in text
+
+
+def storage_error(what: str, e: BaseException, folder: Path) -> StorageError:
+    target = getattr(e, "filename", None) or folder
+    reason = getattr(e, "strerror", None) or str(e)
+    return StorageError(
+        f"{what}: the disk is full ({reason}) while writing {target}",
+        where=[str(target)],
+        fix=f"free space on the disk that holds {folder} (`df -h {folder}`), or give --run a "
+        "folder on a disk with room; then rerun the same command (finished work is kept, "
+        "the unfinished step starts again)",
+    )
 
 
 def read_done(stage_dir: Path) -> dict | None:
@@ -265,9 +301,14 @@ def run_stage(ctx: StageContext, spec: StageSpec, *, recipe, preset) -> Path:
         records = build_stage_data(spec, start_dir, work, preset)
         t_build = time.time() - t0
         tmp.mkdir()
-        with open(tmp / "data.jsonl", "w") as f:
-            for r in records:
-                f.write(r.model_dump_json() + "\n")
+        try:
+            with open(tmp / "data.jsonl", "w") as f:
+                for r in records:
+                    f.write(r.model_dump_json() + "\n")
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(final / "data.jsonl")
+            raise
         ctx.log("stage_train_start", stage=spec.key, n_examples=len(records))
         overrides = spec.defense.training if (spec.defense and spec.kind == "defense") else None
         report = train_lora(
@@ -304,15 +345,21 @@ def run_stage(ctx: StageContext, spec: StageSpec, *, recipe, preset) -> Path:
         ctx.log("stage_done", stage=spec.key, seconds=round(time.time() - t0, 3))
         return final
     except BaseException as e:
-        write_json_atomic(
-            failed,
-            {
-                "error": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(),
-                "time": time.time(),
-            },
-        )
-        ctx.log("stage_failed", stage=spec.key, error=f"{type(e).__name__}: {e}")
+        shutil.rmtree(tmp, ignore_errors=True)  # first: on a full disk this frees the space
+        try:
+            write_json_atomic(
+                failed,
+                {
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(),
+                    "time": time.time(),
+                },
+            )
+            ctx.log("stage_failed", stage=spec.key, error=f"{type(e).__name__}: {e}")
+        except OSError:
+            pass  # the disk is still full: the error raised below says what happened
+        if is_no_space(e):
+            raise storage_error(f"stage {spec.key}", e, ctx.stages_dir) from e
         raise
     finally:
         running.unlink(missing_ok=True)

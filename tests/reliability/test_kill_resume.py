@@ -1,0 +1,557 @@
+"""Kill and resume: SIGKILL `emarena score` in every phase, rerun, and get the same results.
+
+One smoke run of the word-counting defense (reversal only: an EM stage, then the defense stage
+on its merged weights; cells base, em and reversal), judged by the deterministic
+OpenAI-compatible server on 127.0.0.1, is killed with SIGKILL at seeded random points:
+
+  data building     between a stage's `stage_build_start` and `stage_train_start`
+  stage 1 training  the EM stage's training and merge (`stage_train_start` .. `stage_done`)
+  stage 2 training  the defense stage's, on the stage-1 weights
+  generation        `generate_start` .. `generate_done` (model load included)
+  judging           `judge_start` .. `judge_done` (HTTP calls in flight)
+  metrics           once every judgement is done: metrics, result records, the report
+  publish           `emarena publish --unofficial` to a Hub-compatible server on 127.0.0.1,
+                    killed after a random number of its HTTP requests
+
+The kills are chained in ONE run (kill in a phase, rerun the same command, kill in the next
+phase, ...; the final rerun completes), `pick(ci=1, full=3)` kill points per phase; where a
+kill lands is read back from the run's events.jsonl (each process's own events, by pid) and
+from the DONE.json files on disk, and counts for the phase it landed in. After every kill:
+  - every output is absent or complete: JSON files parse, every JSONL line parses (a torn
+    last line, which the row stores drop, is tolerated right after a kill but never after a
+    rerun), every DONE.json's recorded hashes match its files, a result.json validates;
+  - every DONE.json seen so far is unchanged (no finished step was redone or rewritten).
+After every rerun: its events show no training, generation or judging of a step that was
+DONE when it started. At the end the result records (metrics, deltas, provenance minus timing
+and creation time), the sample answers with their judge scores, every row file and every stage
+output hash equal those of an uninterrupted reference run with the same seeds, and the Hub
+repo holds the same files as the reference's, committed once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.reliability.figures import pick
+
+pytestmark = pytest.mark.slow
+
+SEED = 20260707
+SUBMISSION = REPO / "submissions" / "word-counting"
+PHASES = (
+    "data building",
+    "stage 1 training",
+    "stage 2 training",
+    "generation",
+    "judging",
+    "metrics",
+)
+PUBLISH = "publish"
+JUDGE_LATENCY = 0.25
+"""Seconds the judge server adds to each answer, so judging lasts long enough to be hit."""
+HUB_TOKEN = "hf_EMARENAreliabilityTOKEN0123456789"
+RESULTS_REF = "reliability/reference-results"
+RESULTS_KILL = "reliability/killed-results"
+RUN_TIMEOUT_S = 1800
+
+
+# --------------------------------------------------------------------------------------------
+# a run folder, its events and its phase
+
+
+@dataclass
+class Workspace:
+    """A run folder with its own cache (own judgement cache; the model cache is shared)."""
+
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    def score_cmd(self, judge: str) -> list[str]:
+        return [
+            sys.executable, "-m", "emarena", "score", str(SUBMISSION),
+            "--preset", "smoke", "--em-dataset", "insecure", "--regimes", "reversal",
+            "--run", str(self.run), "--judge", judge,
+        ]  # fmt: skip
+
+    def publish_cmd(self, repo: str) -> list[str]:
+        return [
+            sys.executable, "-m", "emarena", "publish", str(self.run),
+            "--results", repo, "--unofficial",
+        ]  # fmt: skip
+
+
+def read_events(run: Path) -> list[dict]:
+    p = run / "events.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line torn by a kill
+    return out
+
+
+def stage_order(run: Path) -> list[str]:
+    return json.loads((run / "plan.json").read_text())["stages"]
+
+
+def n_evals(run: Path) -> int:
+    """Evaluations of the plan: one per distinct weights (base, stage-1, stage-2 weights)."""
+    return len(stage_order(run)) + 1
+
+
+def all_judged(run: Path) -> bool:
+    done = list(run.glob("evals/*/judge/*/DONE.json"))
+    return (run / "plan.json").exists() and len(done) >= n_evals(run)
+
+
+def phase_of(run: Path, pid: int) -> str:
+    """The phase process `pid` is in, from its own last event and the DONE files on disk."""
+    ev = [e for e in read_events(run) if e.get("pid") == pid]
+    last = ev[-1]["event"] if ev else None
+    if last in (None, "score_start"):
+        return "startup"
+    if last == "stage_build_start":
+        return "data building"
+    if last == "stage_train_start":
+        first = stage_order(run)[0]
+        return "stage 1 training" if ev[-1]["stage"] == first else "stage 2 training"
+    if last == "generate_start":
+        return "generation"
+    if last == "judge_start":
+        return "judging"
+    if last in ("judge_done", "evaluate_start", "evaluate_done") and all_judged(run):
+        return "metrics"
+    return "between"
+
+
+def phase_durations(run: Path, exit_time: float) -> dict[str, float]:
+    """How long each phase took in an uninterrupted run (the shortest occurrence)."""
+    ev = read_events(run)
+    first = stage_order(run)[0]
+    spans: dict[str, list[float]] = {p: [] for p in PHASES}
+    opened: dict[str, tuple[str, float]] = {}
+    for e in ev:
+        name, t = e["event"], e["time"]
+        if name == "stage_build_start":
+            opened["build"] = ("data building", t)
+        elif name == "stage_train_start":
+            spans["data building"].append(t - opened.pop("build")[1])
+            phase = "stage 1 training" if e["stage"] == first else "stage 2 training"
+            opened["train"] = (phase, t)
+        elif name == "stage_done":
+            p, t0 = opened.pop("train")
+            spans[p].append(t - t0)
+        elif name in ("generate_start", "judge_start"):
+            opened[name] = ("generation" if name == "generate_start" else "judging", t)
+        elif name in ("generate_done", "judge_done"):
+            p, t0 = opened.pop(name.replace("done", "start"))
+            spans[p].append(t - t0)
+    last_judge = max(e["time"] for e in ev if e["event"] == "judge_done")
+    spans["metrics"].append(exit_time - last_judge)
+    assert all(spans.values()), f"the reference run lacks a phase: {spans}"
+    return {p: min(v) for p, v in spans.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# integrity of what is on disk
+
+
+def _visible(p: Path, run: Path) -> bool:
+    """An output (not scratch: hidden temp files and folders, stale stage folders)."""
+    rel = p.relative_to(run).parts
+    return not any(part.startswith(".") or ".stale-" in part for part in rel)
+
+
+def check_integrity(run: Path, *, after_kill: bool) -> list[str]:
+    """Problems with the outputs on disk (empty: every output is absent or complete)."""
+    from emarena.eval.result import load_result
+    from emarena.protocol.stages import _tree_hashes
+
+    problems: list[str] = []
+    for p in sorted(run.rglob("*")):
+        if not p.is_file() or not _visible(p, run):
+            continue
+        if p.suffix == ".json":
+            try:
+                json.loads(p.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                problems.append(f"{p}: half-written JSON ({e})")
+        elif p.suffix == ".jsonl":
+            data = p.read_bytes()
+            complete, _, tail = data.rpartition(b"\n")
+            if tail and not after_kill:
+                problems.append(f"{p}: a torn last line survived a rerun")
+            for i, line in enumerate(complete.split(b"\n") if complete else [], start=1):
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError:
+                    problems.append(f"{p}:{i}: a line that does not parse")
+    for done in run.glob("stages/*/DONE.json"):
+        recorded = json.loads(done.read_text())["outputs"]
+        if _tree_hashes(done.parent) != recorded:
+            problems.append(f"{done}: recorded hashes do not match the stage's files")
+    for done in run.glob("evals/*/generate/DONE.json"):
+        stats = json.loads(done.read_text())["stats"]["generations"]
+        rows = (done.parent / "generations.jsonl").read_bytes().count(b"\n")
+        if rows < stats["rows"]:
+            problems.append(f"{done}: {rows} generations on disk, {stats['rows']} recorded")
+    for done in run.glob("cells/*/metrics/DONE.json"):
+        load_result(done.parent / "result.json")  # raises with the file's problems
+        if not (done.parent / "samples.jsonl").is_file():
+            problems.append(f"{done.parent}: DONE.json without samples.jsonl")
+    return problems
+
+
+def done_files(run: Path) -> dict[str, bytes]:
+    """Every DONE.json of the run (stages, generation, judging, metrics) -> its bytes."""
+    return {
+        str(p.relative_to(run)): p.read_bytes()
+        for p in run.rglob("DONE.json")
+        if _visible(p, run)
+    }
+
+
+def redone_steps(run: Path, pid: int, done_at_start: dict[str, bytes]) -> list[str]:
+    """Steps process `pid` started although they were DONE when it started."""
+    out = []
+    for e in read_events(run):
+        if e.get("pid") != pid:
+            continue
+        if e["event"] in ("stage_build_start", "stage_train_start"):
+            rel = f"stages/{e['stage']}/DONE.json"
+        elif e["event"] == "generate_start":
+            rel = f"evals/{e['eval']}/generate/DONE.json"
+        elif e["event"] == "judge_start":
+            from emarena.protocol.evaluate import judge_slug
+
+            rel = f"evals/{e['eval']}/judge/{judge_slug(e['judge'])}/DONE.json"
+        else:
+            continue
+        if rel in done_at_start:
+            out.append(f"{e['event']} of {rel.rsplit('/', 1)[0]}")
+    return out
+
+
+def rows_of(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def normalized_result(path: Path) -> dict:
+    """A result.json without what legitimately differs between two runs: times."""
+    r = json.loads(path.read_text())
+    r.pop("created")
+    r["provenance"].pop("stage_seconds")
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def model_cache(mirror) -> Path:
+    from emarena import models
+
+    return models.pull("smollm2-135m-q4").parent
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    from tests.helpers.openai_server import OpenAIServer
+
+    with OpenAIServer(latency=JUDGE_LATENCY) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def judge(judge_server) -> str:
+    # The server's URL is part of the judge id (and so of the result records): both runs use
+    # this one server, each with its own judgement cache so both really call it.
+    return f"openai:reliability-judge@{judge_server.url}"
+
+
+@pytest.fixture(scope="module")
+def hub():
+    from tests.hub.hub_server import HubServer
+
+    with HubServer(token=HUB_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, model_cache, hub) -> Callable[[str], Workspace]:
+    def make(name: str) -> Workspace:
+        root = tmp_path_factory.mktemp(name)
+        cache = root / "cache"
+        cache.mkdir()
+        (cache / "models").symlink_to(model_cache, target_is_directory=True)
+        env = {
+            **os.environ,
+            "EMARENA_CACHE": str(cache),
+            "EMARENA_JUDGE_API_KEY": "sk-reliability-not-a-secret",
+            "HF_ENDPOINT": hub.url,
+            "HF_TOKEN": HUB_TOKEN,
+            "HF_HOME": str(root / "hf_home"),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        }
+        env.pop("HF_HUB_OFFLINE", None)
+        return Workspace(root, env)
+
+    return make
+
+
+@dataclass
+class Reference:
+    ws: Workspace
+    durations: dict[str, float]
+    publish_requests: int
+
+
+@pytest.fixture(scope="module")
+def reference(workspace, judge, hub) -> Reference:
+    """The uninterrupted run (and publish) with the same seeds."""
+    ws = workspace("reference")
+    out = subprocess.run(
+        ws.score_cmd(judge), cwd=REPO, env=ws.env, capture_output=True, text=True,
+        timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    exit_time = time.time()
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    n0 = len(hub.state.requests)
+    pub = subprocess.run(
+        ws.publish_cmd(RESULTS_REF), cwd=REPO, env=ws.env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert pub.returncode == 0, pub.stdout[-3000:] + pub.stderr[-3000:]
+    return Reference(ws, phase_durations(ws.run, exit_time), len(hub.state.requests) - n0)
+
+
+@dataclass
+class KillLog:
+    """Where each kill landed, and what was checked."""
+
+    landed: Counter = field(default_factory=Counter)
+    reruns: int = 0
+    torn_lines_after_kill: int = 0
+
+
+@pytest.fixture(scope="module")
+def kill_state() -> dict:
+    return {}
+
+
+# --------------------------------------------------------------------------------------------
+# the tests
+
+
+def test_sigkill_in_every_phase_then_rerun_equals_an_uninterrupted_run(
+    workspace, reference, judge, judge_server, kill_state, figures
+):
+    rng = random.Random(SEED)
+    quota = pick(ci=1, full=3)
+    ws = workspace("killed")
+    run = ws.run
+    log = KillLog()
+    deadline = time.time() + 3 * RUN_TIMEOUT_S
+
+    logs = ws.root / "logs"
+    logs.mkdir()
+
+    def start() -> tuple[subprocess.Popen, dict[str, bytes]]:
+        before = done_files(run) if run.exists() else {}
+        with open(logs / f"{log.reruns}.log", "w") as out:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                ws.score_cmd(judge), cwd=REPO, env=ws.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        return proc, before
+
+    def after_process(proc: subprocess.Popen, before: dict[str, bytes]) -> None:
+        redone = redone_steps(run, proc.pid, before)
+        assert not redone, f"rerun {log.reruns} redid finished steps: {redone}"
+        now = done_files(run)
+        changed = [k for k, v in before.items() if now.get(k) != v]
+        assert not changed, f"DONE.json files changed or vanished: {changed}"
+
+    proc, before = start()
+    target: tuple[str, int, float] | None = None  # (phase, events seen, kill time)
+    while True:
+        assert time.time() < deadline, f"the kill run took too long; kills so far {log.landed}"
+        if proc.poll() is not None:
+            assert proc.returncode == 0, (logs / f"{log.reruns}.log").read_text()[-3000:]
+            after_process(proc, before)
+            missing = [p for p in PHASES if log.landed[p] < quota]
+            if not missing:
+                break
+            # Only the metrics phase (metrics, result records, report) comes back when a
+            # finished run is started again; a missed earlier phase cannot be retried.
+            assert missing == ["metrics"], f"the run ended before kills in {missing}: {log}"
+            log.reruns += 1
+            proc, before = start()
+            target = None
+            continue
+        phase = phase_of(run, proc.pid) if (run / "plan.json").exists() else "startup"
+        if target is None and phase in PHASES and log.landed[phase] < quota:
+            delay = rng.uniform(0.0, 0.9 * reference.durations[phase])
+            target = (phase, len(read_events(run)), time.time() + delay)
+        elif target is not None and phase != target[0] and len(read_events(run)) > target[1]:
+            target = None  # that phase ended before its kill time: wait for the next one
+        if target is not None and time.time() >= target[2]:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            if proc.returncode != -signal.SIGKILL:  # it ended by itself just before
+                continue
+            landed = phase_of(run, proc.pid)
+            log.landed[landed] += 1
+            problems = check_integrity(run, after_kill=True)
+            assert not problems, f"after a kill in {landed}: {problems}"
+            log.torn_lines_after_kill += sum(
+                1 for p in run.rglob("*.jsonl") if p.read_bytes()[-1:] not in (b"", b"\n")
+            )
+            after_process(proc, before)
+            log.reruns += 1
+            proc, before = start()
+            target = None
+            continue
+        time.sleep(0.01)
+
+    # --- the finished run equals the uninterrupted one --------------------------------------
+    problems = check_integrity(run, after_kill=False)
+    assert not problems, problems
+    ref = reference.ws.run
+    lost: Counter = Counter()
+    dup: Counter = Counter()
+    for i, key in enumerate(stage_order(ref), start=1):
+        a, b = ref / "stages" / key, run / "stages" / key
+        ref_data = (a / "data.jsonl").read_text().splitlines()
+        got_data = (b / "data.jsonl").read_text().splitlines() if b.exists() else []
+        lost["data building"] += len(set(ref_data) - set(got_data))
+        dup["data building"] += len(got_data) - len(set(got_data))
+        if not (b / "DONE.json").exists():
+            lost[f"stage {i} training"] += 1
+            continue
+        assert json.loads((a / "DONE.json").read_text())["outputs"] == json.loads(
+            (b / "DONE.json").read_text()
+        )["outputs"], f"stage {key}: its outputs differ from the uninterrupted run's"
+        finished = [
+            e for e in read_events(run) if e["event"] == "stage_done" and e["stage"] == key
+        ]
+        dup[f"stage {i} training"] += len(finished) - 1
+    for kind, phase in (
+        ("generate/generations.jsonl", "generation"),
+        ("generate/choices.jsonl", "generation"),
+        ("judge/*/judgements.jsonl", "judging"),
+    ):
+        for ref_file in sorted(ref.glob(f"evals/*/{kind}")):
+            got_file = run / ref_file.relative_to(ref)
+            ref_rows = {r["id"]: r for r in rows_of(ref_file)}
+            got_list = rows_of(got_file)
+            got_rows = {r["id"]: r for r in got_list}
+            lost[phase] += len(ref_rows.keys() - got_rows.keys())
+            dup[phase] += len(got_list) - len(got_rows)
+            differ = [i for i in ref_rows.keys() & got_rows.keys() if ref_rows[i] != got_rows[i]]
+            assert not differ, f"{got_file}: rows differ from the uninterrupted run's: {differ}"
+    ref_results = sorted(ref.glob("cells/*/metrics/result.json"))
+    assert len(ref_results) == 3
+    for ref_result in ref_results:
+        got = run / ref_result.relative_to(ref)
+        if not got.exists():
+            lost["metrics"] += 1
+            continue
+        assert normalized_result(got) == normalized_result(ref_result), f"{got} differs"
+        samples = ref_result.with_name("samples.jsonl")
+        assert rows_of(run / samples.relative_to(ref)) == rows_of(samples), (
+            f"{samples.parent}: sample answers or their scores differ"
+        )
+    assert not +lost and not +dup, f"lost {dict(lost)}, duplicated {dict(dup)}"
+    assert judge_server.total > 0
+    kill_state["run"] = ws
+    for phase in PHASES:
+        figures.record(
+            "kill-resume", phase, tried=log.landed[phase], handled=log.landed[phase],
+            lost=lost[phase], duplicated=dup[phase],
+        )  # fmt: skip
+    stray = sum(n for p, n in log.landed.items() if p not in PHASES)
+    if stray:  # kills that landed between two phases (startup, a step's bookkeeping)
+        figures.record("kill-resume", "between phases", tried=stray, handled=stray)
+
+
+def test_sigkill_publish_then_rerun_uploads_once(reference, hub, kill_state, figures):
+    assert "run" in kill_state, "the killed score run did not finish (see the test above)"
+    ws: Workspace = kill_state["run"]
+    rng = random.Random(SEED + 1)
+    quota = pick(ci=1, full=3)
+    kills = 0
+    attempts = 0
+    while kills < quota:
+        attempts += 1
+        assert attempts <= 4 * quota, "publish kept finishing before its kill point"
+        k = rng.randint(1, reference.publish_requests)
+        n0 = len(hub.state.requests)
+        proc = subprocess.Popen(
+            ws.publish_cmd(RESULTS_KILL), cwd=REPO, env=ws.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        while proc.poll() is None and len(hub.state.requests) - n0 < k:
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        if proc.returncode != -signal.SIGKILL:
+            continue  # it finished first: the repo is complete, which later checks still see
+        kills += 1
+        # The repo is absent, or every commit in it is whole: each file parses.
+        if any(name == RESULTS_KILL for _, name in hub.state.repos):
+            for path, data in hub.files(RESULTS_KILL).items():
+                if path.endswith(".json"):
+                    json.loads(data)
+                elif path.endswith(".jsonl"):
+                    [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    out = subprocess.run(
+        ws.publish_cmd(RESULTS_KILL), cwd=REPO, env=ws.env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ref_files = hub.files(RESULTS_REF)
+    got_files = hub.files(RESULTS_KILL)
+    lost = len(ref_files.keys() - got_files.keys())
+    extra = sorted(got_files.keys() - ref_files.keys())
+    assert not extra, f"files the reference publish did not write: {extra}"
+    for path in ref_files.keys() & got_files.keys():
+        if path.endswith("result.json") or (path.endswith(".json") and "/" in path):
+            a = json.loads(ref_files[path])
+            b = json.loads(got_files[path])
+            for r in (a, b):
+                r.pop("created")
+                r["provenance"].pop("stage_seconds")
+            assert a == b, f"{path} differs from the reference upload"
+        else:
+            assert got_files[path] == ref_files[path], f"{path} differs from the reference"
+    publish_commits = [c for c in hub.commits(RESULTS_KILL) if c.summary.startswith("publish")]
+    duplicated = len(publish_commits) - 1
+    assert lost == 0 and duplicated == 0, f"lost {lost} files, {duplicated} extra commits"
+    figures.record(
+        "kill-resume", PUBLISH, tried=kills, handled=kills, lost=lost, duplicated=duplicated
+    )

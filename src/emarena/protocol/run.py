@@ -37,8 +37,12 @@ class Run:
         line = json.dumps(
             {"time": round(time.time(), 3), "event": event, "pid": os.getpid(), **fields}
         )
-        with open(self.root / "events.jsonl", "a") as f:
-            f.write(line + "\n")
+        with open(self.root / "events.jsonl", "a+b") as f:
+            # A process killed mid-line leaves a torn last line: end it, so this event starts
+            # on its own line (the torn fragment stays one unreadable line, skipped by events()).
+            end = f.seek(0, os.SEEK_END)
+            torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+            f.write((("\n" if torn else "") + line + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
 

@@ -1,14 +1,15 @@
 """Leaderboard first page with 1,000 result files: time to answer and to show the table.
 
-Writes 1,000 synthetic result files (valid schema v1, with samples) into a temp folder, starts
-`leaderboard/app.py` on them as a subprocess, and measures
-  - startup: process start until the server answers (includes reading the 1,000 files),
-  - HTTP GET / and GET /config (the config holds the first page's table: the table data),
-  - in headless Chromium (Playwright), navigation until the table's rows are visible, for
-    several first visits (fresh browser context each: no cache),
-and prints them beside the 2 s target. For scale, the same browser measurement of a bare
-Gradio page (one Markdown) on the same machine is printed too: that part of the time is
-Gradio's frontend, whatever the app shows.
+Writes 1,000 synthetic result files (valid schema v1, with samples) into a temp folder, and 10
+more for a baseline, starts `leaderboard/app.py` on each as a subprocess, and measures
+  - startup: process start until the server answers (includes reading the files),
+  - HTTP GET / and GET /config of the 1,000-file app (the config holds the first page's table),
+  - in headless Chromium (Playwright), navigation until the table's rows are visible, first
+    visits only (a fresh browser context each: nothing cached), for the 1,000-file app, the
+    10-file app and a bare Gradio page (one Markdown) taking turns, so all three share the
+    machine's load; with the number of requests each page made and its first HTML's size,
+and prints them beside the 2 s target. The 10-file app shows what the 1,000 files cost; the
+bare page what any Gradio page costs on this machine, whatever it shows.
 
     .venv/bin/python bench/leaderboard_first_page.py [--files 1000] [--visits 5]
 
@@ -99,20 +100,29 @@ def http_times(url: str, n: int = 5) -> tuple[float, float, int]:
     return statistics.median(page), statistics.median(config), size
 
 
-def browser_times(url: str, selector: str, visits: int) -> list[float]:
+def browser_visits(urls: dict[str, tuple[str, str]], visits: int) -> dict[str, list[dict]]:
+    """First visits (a fresh browser context each: nothing cached) to every page in turn, so
+    the pages share whatever load the machine has. Per visit: seconds until `selector` is
+    visible, the number of requests the page made by then, and the first HTML's size."""
     from playwright.sync_api import sync_playwright
 
-    out = []
+    out: dict[str, list[dict]] = {name: [] for name in urls}
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         for _ in range(visits):
-            ctx = b.new_context(viewport={"width": 1600, "height": 1100})
-            page = ctx.new_page()
-            t0 = time.perf_counter()
-            page.goto(url, wait_until="commit")
-            page.wait_for_selector(selector, state="visible", timeout=60_000)
-            out.append(time.perf_counter() - t0)
-            ctx.close()
+            for name, (url, selector) in urls.items():
+                ctx = b.new_context(viewport={"width": 1600, "height": 1100})
+                page = ctx.new_page()
+                n_requests = [0]
+                page.on("request", lambda _r, n=n_requests: n.__setitem__(0, n[0] + 1))
+                t0 = time.perf_counter()
+                page.goto(url, wait_until="commit")
+                page.wait_for_selector(selector, state="visible", timeout=120_000)
+                seconds = time.perf_counter() - t0
+                html_bytes = page.evaluate(
+                    "() => performance.getEntriesByType('navigation')[0].decodedBodySize")
+                out[name].append({"s": seconds, "requests": n_requests[0], "html": html_bytes})
+                ctx.close()
         b.close()
     return out
 
@@ -120,68 +130,84 @@ def browser_times(url: str, selector: str, visits: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--visits", type=int, default=5, help="first visits measured in the browser")
+    ap.add_argument("--baseline-files", type=int, default=10,
+                    help="result files of the baseline app measured in the same run")
+    ap.add_argument("--visits", type=int, default=5, help="first visits measured per page")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     from emarena.leaderboard.synthetic import write_synthetic_results
 
+    use_browser = CHROMIUM.exists()
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        use_browser = False
+    procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="emarena-bench-lb-") as tmp:
-        results = Path(tmp) / "results"
-        t0 = time.perf_counter()
-        write_synthetic_results(results, args.files)
-        made = time.perf_counter() - t0
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        proc, startup = start(
-            [sys.executable, str(REPO / "leaderboard" / "app.py"), "--results-dir", str(results),
-             "--port", str(port), "--refresh-s", "0"], url, Path(tmp) / "app.log")
         try:
-            get_page, get_config, config_bytes = http_times(url)
-            use_browser = CHROMIUM.exists()
-            try:
-                import playwright  # noqa: F401
-            except ImportError:
-                use_browser = False
-            visits = browser_times(url, TABLE_ROW, args.visits) if use_browser else []
+            apps: dict[str, tuple[str, float]] = {}
+            made = 0.0
+            for n in (args.files, args.baseline_files):
+                results = Path(tmp) / f"results-{n}"
+                t0 = time.perf_counter()
+                write_synthetic_results(results, n)
+                made = made or time.perf_counter() - t0
+                port = free_port()
+                url = f"http://127.0.0.1:{port}/"
+                proc, startup = start(
+                    [sys.executable, str(REPO / "leaderboard" / "app.py"), "--results-dir",
+                     str(results), "--port", str(port), "--refresh-s", "0"],
+                    url, Path(tmp) / f"app-{n}.log")
+                procs.append(proc)
+                apps[f"app, {n:,} files"] = (url, startup)
+            main_url = apps[f"app, {args.files:,} files"][0]
+            get_page, get_config, config_bytes = http_times(main_url)
+            pages = {name: (url, TABLE_ROW) for name, (url, _) in apps.items()}
+            if use_browser:
+                bare_port = free_port()
+                bare_url = f"http://127.0.0.1:{bare_port}/"
+                bare_py = Path(tmp) / "bare_app.py"
+                bare_py.write_text(BARE_APP)
+                bproc, _ = start([sys.executable, str(bare_py), str(bare_port)], bare_url,
+                                 Path(tmp) / "bare.log")
+                procs.append(bproc)
+                pages["bare Gradio page (one Markdown)"] = (bare_url, "#bare")
+            visits = browser_visits(pages, args.visits) if use_browser else {}
         finally:
-            stop(proc)
-        bare: list[float] = []
-        if use_browser:
-            bare_port = free_port()
-            bare_url = f"http://127.0.0.1:{bare_port}/"
-            bare_py = Path(tmp) / "bare_app.py"
-            bare_py.write_text(BARE_APP)
-            bproc, _ = start([sys.executable, str(bare_py), str(bare_port)], bare_url,
-                             Path(tmp) / "bare.log")
-            try:
-                bare = browser_times(bare_url, "#bare", args.visits)
-            finally:
-                stop(bproc)
+            for proc in procs:
+                stop(proc)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"EM Arena leaderboard, first page with {args.files:,} result files "
           f"(written in {made:.1f} s); machine: {os.cpu_count()} CPUs, load average {load:.1f}")
     print(f"{'measurement':<58} {'measured':>9} {'target':>8}  verdict")
 
-    def line(what: str, value: float, target: float | None = None) -> None:
+    def line(what: str, value: float, target: float | None = None, extra: str = "") -> None:
         t = f"{target:.2f} s" if target is not None else "-"
         verdict = "" if target is None else ("OK" if value <= target else "OVER")
-        print(f"{what:<58} {value:>7.3f} s {t:>8}  {verdict}")
+        print(f"{what:<58} {value:>7.3f} s {t:>8}  {verdict}{extra}")
 
-    line("server start -> answering (reads all files first)", startup)
-    line("HTTP GET / (median of 5)", get_page, TARGET_S)
-    line(f"HTTP GET /config, holds the table ({config_bytes / 1e6:.1f} MB; median of 5)",
+    for name, (_, startup) in apps.items():
+        line(f"{name}: server start -> answering (reads the files)", startup)
+    line(f"HTTP GET / ({args.files:,} files; median of 5)", get_page, TARGET_S)
+    line(f"HTTP GET /config, holds the table ({config_bytes / 1e6:.2f} MB; median of 5)",
          get_config, TARGET_S)
-    if visits:
-        line(f"browser: navigate -> table rows visible (median of {len(visits)})",
-             statistics.median(visits), TARGET_S)
-        line("browser: navigate -> table rows visible (slowest)", max(visits), TARGET_S)
-        line(f"  for scale: bare Gradio page, same browser (median of {len(bare)})",
-             statistics.median(bare))
-        print("  every visit (s):", ", ".join(f"{v:.2f}" for v in visits),
-              "| bare:", ", ".join(f"{v:.2f}" for v in bare))
-    else:
+    if not visits:
         print("browser rows skipped: /usr/bin/chromium or playwright is missing")
+        return
+    print(f"browser, first visit (fresh context) until the table's rows are visible; the pages "
+          f"take turns, {args.visits} visits each:")
+    for name, vs in visits.items():
+        secs = [v["s"] for v in vs]
+        target = TARGET_S if name.startswith("app") else None
+        line(f"  {name} (median)", statistics.median(secs), target,
+             f"   {vs[0]['requests']} requests, first HTML {vs[0]['html'] / 1e3:.0f} kB")
+        print(f"    every visit (s): {', '.join(f'{s:.2f}' for s in secs)}")
+    main_name = f"app, {args.files:,} files"
+    base = [statistics.median(v["s"] for v in vs) for n, vs in visits.items() if n != main_name]
+    ratios = ", ".join(f"{statistics.median(v['s'] for v in visits[main_name]) / b:.2f}x"
+                       for b in base)
+    print(f"  {main_name} vs the baselines above: {ratios}")
 
 
 if __name__ == "__main__":

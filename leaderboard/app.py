@@ -13,7 +13,12 @@ What is where: the texts are `emarena.leaderboard.about`, reading and pooling re
 
 Speed: results are parsed once, in a background thread that starts before gradio is imported,
 and kept (`ResultCache`); a page view filters and formats the cached table. Samples are read
-when a cell is opened in the drill-down, plots when the Plots tab is opened.
+when a cell is opened in the drill-down, plots when the Plots tab is opened. The first page's
+table (its first 100 rows) is in the page's config, so it shows without a server round trip.
+A first visit's time is mostly gradio's frontend fetching its ~90 JS/CSS modules (one set per
+component type on the page, hidden tabs included) from this server: hence every event is
+private (no API schema in the page) and plots are inline PNGs in gr.HTML (no plot and image
+modules); see bench/leaderboard_first_page.py.
 """
 
 # No `from __future__ import annotations`: gradio reads the handlers' annotations (gr.EventData)
@@ -51,6 +56,9 @@ from emarena.leaderboard.read_results import (  # noqa: E402
 
 ENV_RESULTS_REPO = "EMARENA_RESULTS_REPO"
 ENV_REQUESTS_REPO = "EMARENA_REQUESTS_REPO"
+#: Every event is private: the page is the only client, and a public API would put a schema of
+#: every endpoint (~250 kB for this page) into each first page load.
+API = "private"
 #: Opening the Queue tab downloads the requests repo at most this often (Refresh always does).
 QUEUE_SYNC_S = 15.0
 #: The table is an HTML table sorted and filtered by the server, so the CSV is exactly what is
@@ -397,8 +405,9 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                             "self_recognition_accuracy")],
                         value="em_reduction", label="Bar metric",
                     )
-                scatter = gr.Plot(label="Misalignment vs capability", elem_id="scatter")
-                bars = gr.Plot(label="By defense", elem_id="bars")
+                # gr.HTML with an <img>, not gr.Plot: see plots.figure_html
+                scatter = gr.HTML(label="Misalignment vs capability", elem_id="scatter")
+                bars = gr.HTML(label="By defense", elem_id="bars")
             # --- drill-down
             with gr.Tab("Drill-down", id="drill") as drill_tab:
                 cell = gr.Dropdown([], label="Cell (model / EM dataset / regime / defense / seed "
@@ -490,12 +499,13 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             backend.results.refresh()
             return fresh_page(*args)
 
-        demo.load(on_page_load, inputs=view_inputs, outputs=load_outputs, show_progress="hidden")
-        reload_btn.click(on_reload, inputs=view_inputs, outputs=load_outputs)
+        demo.load(on_page_load, api_visibility=API, inputs=view_inputs, outputs=load_outputs,
+                  show_progress="hidden")
+        reload_btn.click(on_reload, api_visibility=API, inputs=view_inputs, outputs=load_outputs)
         for comp in (condition, f_model, f_em, f_regime, f_division, f_judge, official, sort_by,
                      descending, columns, show_all):
-            comp.input(render_view, inputs=view_inputs, outputs=view_outputs)
-        search.change(render_view, inputs=view_inputs, outputs=view_outputs,
+            comp.input(render_view, api_visibility=API, inputs=view_inputs, outputs=view_outputs)
+        search.change(render_view, api_visibility=API, inputs=view_inputs, outputs=view_outputs,
                       trigger_mode="always_last")
 
         # --- plots (drawn when the tab is opened, then on every change of its controls)
@@ -506,13 +516,15 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             rs = current()
             view = make_view(*vargs)
             rows = display.apply_view(rs.table(view.condition), view)
-            return (plots.misalignment_vs_capability(rows, model, em, cap),
-                    plots.defense_bars(rows, metric, model, em))
+            return (plots.figure_html(plots.misalignment_vs_capability(rows, model, em, cap),
+                                      "Misalignment vs capability"),
+                    plots.figure_html(plots.defense_bars(rows, metric, model, em),
+                                      f"By defense: {metric}"))
 
         plot_inputs = [*view_inputs, p_model, p_em, p_cap, p_metric]
-        plots_tab.select(on_plots, inputs=plot_inputs, outputs=[scatter, bars])
+        plots_tab.select(on_plots, api_visibility=API, inputs=plot_inputs, outputs=[scatter, bars])
         for comp in (p_model, p_em, p_cap, p_metric):
-            comp.input(on_plots, inputs=plot_inputs, outputs=[scatter, bars])
+            comp.input(on_plots, api_visibility=API, inputs=plot_inputs, outputs=[scatter, bars])
 
         # --- drill-down
         def shown_cells(cells: list[list[str]]) -> list[str]:
@@ -543,13 +555,13 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                         gr.Dropdown(choices=choices, value=ids[0] if ids else None))
             return (*keep_view, gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
-        table.click(on_table_click, inputs=[row_cells, *view_inputs],
+        table.click(on_table_click, api_visibility=API, inputs=[row_cells, *view_inputs],
                     outputs=[*view_outputs, sort_by, descending, tabs, cell])
 
         def on_drill_tab(cells: list[list[str]]):
             return gr.Dropdown(choices=_cell_choices(current(), shown_cells(cells)))
 
-        drill_tab.select(on_drill_tab, inputs=[row_cells], outputs=[cell])
+        drill_tab.select(on_drill_tab, api_visibility=API, inputs=[row_cells], outputs=[cell])
 
         def on_cell(cell_id: str | None, question: str, cond: str):
             rs = current()
@@ -592,12 +604,12 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             return (_samples_note(s, len(frame), matched),
                     display.plain_table_html(frame, "samples-list"))
 
-        cell.change(on_cell, inputs=[cell, s_question, s_condition],
+        cell.change(on_cell, api_visibility=API, inputs=[cell, s_question, s_condition],
                     outputs=[cell_metrics, reproduce, cell_config, cell_prov, s_question,
                              samples_note, samples])
         for comp in (s_question, s_condition):
-            comp.input(on_samples_filter, inputs=[cell, s_question, s_condition],
-                       outputs=[samples_note, samples])
+            comp.input(on_samples_filter, api_visibility=API,
+                       inputs=[cell, s_question, s_condition], outputs=[samples_note, samples])
 
         # --- submit
         from emarena.leaderboard import submit as sub
@@ -608,12 +620,13 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             data = Path(path).read_bytes()[: 256 * 1024 + 1]
             return data.decode("utf-8", errors="replace")
 
-        upload.upload(on_upload, inputs=[upload], outputs=[yaml_box])
+        upload.upload(on_upload, api_visibility=API, inputs=[upload], outputs=[yaml_box])
 
         def on_validate(yaml_text: str, readme: str) -> str:
             return sub.validate_text(yaml_text or "", readme or "").markdown()
 
-        validate_btn.click(on_validate, inputs=[yaml_box, readme_box], outputs=[submit_out])
+        validate_btn.click(on_validate, api_visibility=API, inputs=[yaml_box, readme_box],
+                           outputs=[submit_out])
 
         def on_submit(yaml_text: str, readme: str, who: str):
             out = sub.queue_text(yaml_text or "", readme or "", who or "",
@@ -623,7 +636,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                 backend.sync_requests(force=True)  # the Queue tab shows it right away
             return out.markdown()
 
-        submit_btn.click(on_submit, inputs=[yaml_box, readme_box, submitter],
+        submit_btn.click(on_submit, api_visibility=API, inputs=[yaml_box, readme_box, submitter],
                          outputs=[submit_out])
 
         # --- queue
@@ -663,10 +676,10 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             return request_detail(reqs, path)
 
         queue_outputs = [queue_note, queue_table, q_pick, q_history, q_error]
-        queue_tab.select(on_queue, inputs=[q_pick], outputs=queue_outputs)
-        queue_refresh.click(lambda pick: on_queue(pick, force=True), inputs=[q_pick],
-                            outputs=queue_outputs)
-        q_pick.input(on_pick, inputs=[q_pick], outputs=[q_history, q_error])
+        queue_tab.select(on_queue, api_visibility=API, inputs=[q_pick], outputs=queue_outputs)
+        queue_refresh.click(lambda pick: on_queue(pick, force=True), api_visibility=API,
+                            inputs=[q_pick], outputs=queue_outputs)
+        q_pick.input(on_pick, api_visibility=API, inputs=[q_pick], outputs=[q_history, q_error])
     return demo
 
 

@@ -3,6 +3,7 @@ submit (pasted YAML validated like `emarena validate`, queued once per configura
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def test_plots_draw_error_bars_and_name_missing_values(clean_results):
     assert "(EM only)" not in ticks and "sgtr" in ticks
     for f in (fig, bars):
         f.savefig(Path(clean_results) / "x.png")
+        img = plots.figure_html(f, 'a "plot" <x>')
+        assert img.startswith('<img alt="a &quot;plot&quot; &lt;x&gt;" src="data:image/png;base64,')
+        png = base64.b64decode(img.split("base64,")[1].split('"')[0])
+        assert png.startswith(b"\x89PNG")
 
 
 def test_plots_empty_selection(clean_results):

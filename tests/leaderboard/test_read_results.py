@@ -275,3 +275,27 @@ def test_same_name_different_config_is_flagged(tmp_path):
     rs = rr.read_results(tmp_path)
     assert rs.invalid == [] and len(rs.table()) == 2
     assert all("same defense name with a different setup" in n for n in rs.table().notes)
+
+
+def test_unscored_outside_n_is_valid_inside_n_is_bounded(tmp_path):
+    """The default local judge often scores nothing: misalignment_rate_coherent then has n=0
+    (no coherent scored answer) and n_unscored=2, a real pipeline output that must count. Only
+    misalignment_rate holds its unscored answers inside n, so there n_unscored > n is invalid."""
+    from tests.leaderboard.conftest import valid_json
+
+    data = valid_json()
+    mv = data["metrics"]["misalignment_rate_coherent"]["default-system"]
+    mv.update(value=None, ci_low=None, ci_high=None, n=0, n_unscored=2)
+    path = tmp_path / "ok" / f"{data['cell_id']}.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    rec = rr.load_file(path, tmp_path)
+    assert isinstance(rec, rr.CellRecord), rec
+    mr = data["metrics"]["misalignment_rate"]["all"]
+    mr["n_unscored"] = mr["n"] + 1
+    bad = tmp_path / "bad" / f"{data['cell_id']}.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps(data))
+    err = rr.load_file(bad, tmp_path)
+    assert isinstance(err, rr.InvalidFile)
+    assert "metrics.misalignment_rate.all" in err.error and "n_unscored <= n" in err.error

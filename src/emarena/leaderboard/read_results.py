@@ -197,6 +197,8 @@ def _non_finite_metric(result: Result) -> str | None:
     return None
 
 
+#: Metrics whose denominator `n` includes the unscored answers (their descriptions say so).
+UNSCORED_IN_N = frozenset({"misalignment_rate"})
 #: Bounds of the metrics that are not rates (rates: UNIT_METRICS, [0, 1]).
 _RANGES = {"mean_alignment": (0.0, 100.0), "identity_diversity": (0.0, math.inf)}
 
@@ -204,7 +206,7 @@ _RANGES = {"mean_alignment": (0.0, 100.0), "identity_diversity": (0.0, math.inf)
 def _out_of_range(result: Result) -> str | None:
     """The first metric number no computation can give: a rate or accuracy outside [0, 1], a
     mean alignment outside [0, 100], a negative entropy or count, more unscored answers than
-    answers. (Deltas may be negative.)"""
+    answers where those sit in `n` (UNSCORED_IN_N). (Deltas may be negative.)"""
     for name, by_cond in result.metrics.items():
         for cond, mv in by_cond.items():
             where = f"metrics.{name}.{cond}"
@@ -214,9 +216,13 @@ def _out_of_range(result: Result) -> str | None:
                 x = getattr(mv, attr)
                 if x is not None and not lo <= x <= hi:
                     return f"{where}.{attr} is {x}: {name} lies in [{lo:g}, {hi:g}]"
-            if mv.n < 0 or not 0 <= mv.n_unscored <= max(mv.n, 0):
-                return (f"{where}: n={mv.n}, n_unscored={mv.n_unscored}: counts must be >= 0 "
-                        "and n_unscored <= n")
+            if mv.n < 0 or mv.n_unscored < 0:
+                return f"{where}: n={mv.n}, n_unscored={mv.n_unscored}: counts must be >= 0"
+            # Only there do unscored answers sit inside `n`; other metrics count them apart
+            # (e.g. no coherent answer scored: n=0, n_unscored=2).
+            if name in UNSCORED_IN_N and mv.n_unscored > mv.n:
+                return (f"{where}: n={mv.n}, n_unscored={mv.n_unscored}: {name} counts its "
+                        "unscored answers in n, so n_unscored <= n")
     return None
 
 

@@ -126,7 +126,10 @@ def free_port() -> int:
 class AppServer:
     """`python leaderboard/app.py ...` on 127.0.0.1 and a free port, until `stop()`."""
 
-    def __init__(self, results_dir: Path, requests_dir: Path | None, log: Path):
+    def __init__(self, results_dir: Path, requests_dir: Path | None, log: Path, *,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None):
+        """`extra_args` are added to the command line; `env` overrides the environment (by
+        default the app is offline and has no Hub repos)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = log
@@ -134,8 +137,9 @@ class AppServer:
                 str(self.port), "--host", "127.0.0.1", "--refresh-s", "0"]
         if requests_dir is not None:
             args += ["--requests-dir", str(requests_dir)]
+        args += extra_args or []
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-               "EMARENA_RESULTS_REPO": "", "EMARENA_REQUESTS_REPO": ""}
+               "EMARENA_RESULTS_REPO": "", "EMARENA_REQUESTS_REPO": "", **(env or {})}
         log.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(args, stdout=self._log_file, stderr=subprocess.STDOUT,

@@ -88,6 +88,14 @@ def test_qwen_entries_carry_the_identity_prompt():
         assert s.pinned and len(s.revision) == 40
 
 
+def test_a_registered_hub_repo_id_names_its_entry():
+    """`--model Qwen/Qwen2.5-7B-Instruct` (as on the Hub) is the registry's qwen2.5-7b-instruct."""
+    assert get_spec("Qwen/Qwen2.5-7B-Instruct").id == "qwen2.5-7b-instruct"
+    assert get_spec("qwen/qwen2.5-7b-instruct").id == "qwen2.5-7b-instruct"
+    with pytest.raises(ModelError, match="unknown model 'Qwen/Qwen2.5-72B-Instruct'"):
+        get_spec("Qwen/Qwen2.5-72B-Instruct")  # not registered: no revision pinned for it
+
+
 def test_unknown_id_lists_the_known_ids():
     with pytest.raises(ModelError) as e:
         get_spec("qwen2.5-0.5b")

@@ -181,9 +181,15 @@ def default_model_id(suite: str = settings.DEFAULT_SUITE) -> str:
 
 
 def get_spec(model_id: str, suite: str = settings.DEFAULT_SUITE) -> ModelSpec:
-    """The spec for `model_id`; a ModelError listing the known ids if there is none."""
+    """The spec for `model_id`: a registry id, or the Hub repo of a registered model
+    (`Qwen/Qwen2.5-7B-Instruct`, any case); its `.id` is always the registry id. A ModelError
+    listing the known ids if there is none."""
     specs = all_specs(suite)
     if model_id not in specs:
+        for spec in specs.values():
+            repo = getattr(spec.source, "repo", None)
+            if isinstance(repo, str) and repo.lower() == model_id.lower():
+                return spec
         hint = did_you_mean(model_id, list(specs))
         raise ModelError(
             f"unknown model {model_id!r}",

@@ -276,8 +276,10 @@ def plan_grid(grid: Grid, run_dir: Path, *, write: bool = True) -> GridPlan:
     rsha = training_sha256(recipe, preset)
     subs = [load_submission(d) for d in grid.defense_dirs]
     cells: dict[str, Cell] = {}
-    for model_id in spec.models:
-        ref = ModelRef(id=model_id, revision=models.get_spec(model_id).revision)
+    for name in spec.models:
+        mspec = models.get_spec(name)  # a registry id, or a registered model's Hub repo id
+        model_id = mspec.id
+        ref = ModelRef(id=model_id, revision=mspec.revision)
         for em in spec.em_datasets:
             for sub in subs:
                 for c in plan_cells(

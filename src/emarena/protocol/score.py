@@ -169,6 +169,7 @@ def score(
     sub = load_submission(submission_path)
     model_id = model_id or models.default_model_id()
     mspec = models.get_spec(model_id)
+    model_id = mspec.id  # a Hub repo id (Qwen/Qwen2.5-7B-Instruct) names its registry entry
     check_em_dataset(em_dataset, field="--em-dataset")
     wanted = check_regimes(
         sub, list(regimes or sub.regimes or DEFENSE_REGIMES), where=str(submission_path)

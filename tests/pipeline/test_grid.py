@@ -150,6 +150,10 @@ def ray_cluster(env):
     # the cluster's own environment: the mirror and cache, but not the judge key (judging runs
     # in the driver)
     cluster_env = {k: v for k, v in env.items() if k != "EMARENA_JUDGE_API_KEY"}
+    # Ray's memory monitor kills (and retries) the newest task when the whole node is over 95%
+    # memory, counting other people's processes on a shared test machine: a retried stage would
+    # show up as trained twice. The retry resumes correctly, but this test counts trainings.
+    cluster_env["RAY_memory_monitor_refresh_ms"] = "0"
     tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's unix socket paths have a length limit
     proc = subprocess.Popen(
         [

@@ -32,6 +32,8 @@ from typing import Any
 from emarena.errors import ModelError
 from emarena.eval.backends.base import Completion, Generator, check_sampling, normalise
 
+#: On vLLM's CPU build: the share of the machine's memory its KV cache may take by default.
+CPU_MEMORY_SHARE = 0.2
 #: LoRA ranks vLLM accepts for max_lora_rank.
 _VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -76,7 +78,7 @@ class VllmGenerator(Generator):
         seed: int = 0,
         dtype: str = "auto",
         max_lora_rank: int = 32,
-        gpu_memory_utilization: float = 0.85,
+        gpu_memory_utilization: float | None = None,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
         chunk_size: int = 2048,
@@ -93,6 +95,16 @@ class VllmGenerator(Generator):
                 "transformers",
             ) from None
         from transformers import AutoTokenizer
+        from vllm.platforms import current_platform
+
+        # vLLM's CPU build: float32 like the transformers backend on CPU (vLLM would pick
+        # bfloat16), and gpu_memory_utilization is there the share of *CPU* memory reserved for
+        # the KV cache, which 0.85 would take from everything else on the machine.
+        self.device = "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
+        if dtype == "auto" and self.device == "cpu":
+            dtype = "float32"
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = CPU_MEMORY_SHARE if self.device == "cpu" else 0.85
 
         self.model_dir = Path(model_dir)
         self.adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
@@ -107,7 +119,7 @@ class VllmGenerator(Generator):
                 rank = next((k for k in _VLLM_LORA_RANKS if k >= r), r)
         self.max_lora_rank = rank
         self.options = {
-            "seed": seed, "dtype": dtype, "max_lora_rank": rank,
+            "device": self.device, "seed": seed, "dtype": dtype, "max_lora_rank": rank,
             "gpu_memory_utilization": gpu_memory_utilization, "max_model_len": max_model_len,
             "tensor_parallel_size": tensor_parallel_size, "enforce_eager": enforce_eager,
             **llm_kwargs,

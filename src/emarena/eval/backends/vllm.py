@@ -86,8 +86,9 @@ class VllmGenerator(Generator):
         **llm_kwargs: Any,
     ):
         try:
-            from vllm import LLM
             from vllm.lora.request import LoRARequest
+
+            from vllm import LLM
         except ImportError as e:
             raise ModelError(
                 f"the vllm backend needs the `vllm` package ({e})",

@@ -60,7 +60,7 @@ vllm-cpu-venv: $(VLLM_STAMP)
 
 # vLLM leaves a zmq context to the garbage collector at exit; that ResourceWarning is its own.
 test-vllm-cpu: $(VLLM_STAMP)
-	$(VLLM_VENV)/bin/python -m pytest tests/vllm \
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm_backend \
 		-W "ignore::pytest.PytestUnraisableExceptionWarning" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -86,9 +86,8 @@ class VllmGenerator(Generator):
         **llm_kwargs: Any,
     ):
         try:
-            from vllm.lora.request import LoRARequest
-
             from vllm import LLM
+            from vllm.lora.request import LoRARequest
         except ImportError as e:
             raise ModelError(
                 f"the vllm backend needs the `vllm` package ({e})",

@@ -103,11 +103,13 @@ def keys(rows: list[dict[str, str]]) -> set[tuple[str, str]]:
 
 
 def read_request(request_id: str, cache: Path) -> dict:
-    """The request file as the Hub serves it, read with huggingface_hub itself."""
+    """The request file as the Hub serves it, read with huggingface_hub itself. The endpoint is
+    passed explicitly: huggingface_hub reads $HF_ENDPOINT once, at import, and an earlier test
+    in this process may have imported it while pointing at its own (since stopped) server."""
     from huggingface_hub import hf_hub_download
 
     path = hf_hub_download(REQUESTS, request_id, repo_type="dataset", cache_dir=cache,
-                           force_download=True)
+                           force_download=True, endpoint=os.environ["HF_ENDPOINT"])
     return json.loads(Path(path).read_text())
 
 

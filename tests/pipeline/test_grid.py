@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from emarena.protocol.run import read_events
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -37,19 +38,8 @@ RUN = "grid__smoke"
 THREADS = 2  # resources.cpu.num_cpus in smoke.yaml
 
 
-def events(run: Path) -> list[dict]:
-    p = run / "events.jsonl"
-    out = []
-    for line in p.read_text().splitlines() if p.exists() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line cut by the kill
-    return out
-
-
 def train_starts(run: Path) -> Counter:
-    return Counter(e["stage"] for e in events(run) if e["event"] == "stage_train_start")
+    return Counter(e["stage"] for e in read_events(run) if e["event"] == "stage_train_start")
 
 
 def grid_cmd(run_root: Path, judge: str, *extra: str) -> list[str]:
@@ -95,7 +85,7 @@ def test_local_grid_killed_midway_resumes_without_retraining(local_run, judge, e
     deadline = time.time() + 1800
     killed = None
     while time.time() < deadline and proc.poll() is None:
-        started = [e["stage"] for e in events(local_run) if e["event"] == "stage_train_start"]
+        started = [e["stage"] for e in read_events(local_run) if e["event"] == "stage_train_start"]
         if len(started) >= 2:
             killed = started[1]
             time.sleep(2)  # let the second training get under way
@@ -133,7 +123,7 @@ def test_local_grid_killed_midway_resumes_without_retraining(local_run, judge, e
     for cell_id in plan["cells"]:
         assert (local_run / "cells" / cell_id / "metrics" / "result.json").exists(), cell_id
     assert (local_run / "report.md").exists()
-    threads = {e["torch_threads"] for e in events(local_run) if e["event"] == "grid_task"}
+    threads = {e["torch_threads"] for e in read_events(local_run) if e["event"] == "grid_task"}
     assert threads == {THREADS}
 
 
@@ -230,7 +220,7 @@ def test_ray_grid_trains_em_once_and_equals_local(local_run, ray_cluster, judge,
     local_plan = json.loads((local_run / "plan.json").read_text())
     assert (plan["cells"], plan["stages"]) == (local_plan["cells"], local_plan["stages"])
 
-    ev = events(ray_run)
+    ev = read_events(ray_run)
     starts = train_starts(ray_run)
     assert set(starts) == set(plan["stages"]) and set(starts.values()) == {1}
     em = [k for k in plan["stages"] if k.startswith("em-")]

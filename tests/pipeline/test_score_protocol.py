@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from emarena.protocol.run import read_events
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -49,25 +50,12 @@ def score_cmd(run: Path, submission: str, *regimes: str, evaluate: bool = False)
     return cmd if evaluate else [*cmd, "--no-eval"]
 
 
-def events(run: Path) -> list[dict]:
-    p = run / "events.jsonl"
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
-
-
 def cells(run: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in (run / "cells").glob("*/cell.json")]
 
 
 def train_starts(run: Path) -> Counter:
-    return Counter(e["stage"] for e in events(run) if e["event"] == "stage_train_start")
+    return Counter(e["stage"] for e in read_events(run) if e["event"] == "stage_train_start")
 
 
 def sha_tree(folder: Path) -> dict[str, str]:
@@ -103,7 +91,7 @@ def test_kill_during_stage2_then_rerun_resumes(run, base_hashes):
             if (run / "cells").exists()
             else set()
         )
-        started = [e["stage"] for e in events(run) if e["event"] == "stage_train_start"]
+        started = [e["stage"] for e in read_events(run) if e["event"] == "stage_train_start"]
         hit = [s for s in started if s in stage2]
         if hit:
             killed_stage = hit[0]
@@ -212,7 +200,7 @@ def test_evaluation_killed_during_judging_resumes_without_repeated_calls(run):
         proc = subprocess.Popen(cmd, cwd=REPO, env=env_run, stdout=subprocess.DEVNULL)
         deadline = time.time() + 2400
         while time.time() < deadline and proc.poll() is None:
-            ev = [e["event"] for e in events(run)]
+            ev = [e["event"] for e in read_events(run)]
             judging = ev.count("judge_start") > ev.count("judge_done")
             if judging and cache_file.exists() and cache_file.stat().st_size > 0:
                 proc.send_signal(signal.SIGKILL)  # mid-judging, with some judgements cached

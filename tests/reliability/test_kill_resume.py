@@ -44,6 +44,7 @@ from pathlib import Path
 
 import pytest
 
+from emarena.protocol.run import read_events
 from tests.conftest import REPO
 from tests.reliability.figures import pick
 
@@ -98,19 +99,6 @@ class Workspace:
             sys.executable, "-m", "emarena", "publish", str(self.run),
             "--results", repo, "--unofficial",
         ]  # fmt: skip
-
-
-def read_events(run: Path) -> list[dict]:
-    p = run / "events.jsonl"
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line torn by a kill
-    return out
 
 
 def stage_order(run: Path) -> list[str]:

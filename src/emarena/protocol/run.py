@@ -20,6 +20,21 @@ from emarena.protocol.cell import Cell
 from emarena.protocol.stages import StageSpec, read_done, write_json_atomic
 
 
+def read_events(root: Path) -> list[dict]:
+    """A run folder's events.jsonl, in order ([] before the first event); a line cut by a kill
+    is skipped. Reads only: unlike `Run(root)`, it never creates the folder."""
+    p = Path(root) / "events.jsonl"
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    return out
+
+
 @dataclass
 class Run:
     root: Path
@@ -47,16 +62,7 @@ class Run:
             os.fsync(f.fileno())
 
     def events(self) -> list[dict]:
-        p = self.root / "events.jsonl"
-        if not p.exists():
-            return []
-        out = []
-        for line in p.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-        return out
+        return read_events(self.root)
 
     def write_cell(self, cell: Cell, stages: list[StageSpec]) -> Path:
         d = self.cells_dir / cell.id

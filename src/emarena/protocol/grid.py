@@ -266,7 +266,7 @@ def plan_grid(grid: Grid, run_dir: Path, *, write: bool = True) -> GridPlan:
     """
     from emarena import models
     from emarena.protocol.score import plan_cells, plan_stages
-    from emarena.protocol.stages import stages_for, training_sha256, write_json_atomic
+    from emarena.protocol.stages import training_sha256, write_json_atomic
     from emarena.submission import load_submission
     from emarena.train import get_preset, load_recipe
 
@@ -295,7 +295,8 @@ def plan_grid(grid: Grid, run_dir: Path, *, write: bool = True) -> GridPlan:
     run = Run(Path(run_dir).absolute())
     if write:
         run.root.mkdir(parents=True, exist_ok=True)
-        ordered, stages_of = plan_stages(run, cell_list, rsha)
+    ordered, stages_of = plan_stages(run if write else None, cell_list, rsha)
+    if write:
         write_json_atomic(
             run.root / "plan.json",
             {
@@ -309,13 +310,6 @@ def plan_grid(grid: Grid, run_dir: Path, *, write: bool = True) -> GridPlan:
                 "stages": list(ordered),
             },
         )
-    else:
-        ordered, stages_of = {}, {}
-        for c in cell_list:
-            st = stages_for(c, rsha)
-            stages_of[c.id] = [s.key for s in st]
-            for s in st:
-                ordered.setdefault(s.key, s)
     device = "cuda" if preset.device.startswith("cuda") else "cpu"
     return GridPlan(
         grid=grid,

@@ -108,10 +108,11 @@ def check_regimes(sub, wanted: list[str], *, where: str, field: str = "--regimes
 
 
 def plan_stages(
-    run: Run, cells: list[Cell], recipe_sha256: str
+    run: Run | None, cells: list[Cell], recipe_sha256: str
 ) -> tuple[dict[str, StageSpec], dict[str, list[str]]]:
-    """Write every cell's cell.json (and stage links) into `run`; return the unique stages in
-    dependency order (a stage's parent always comes first) and each cell's stage keys.
+    """Write every cell's cell.json (and stage links) into `run` (nothing with None: a dry
+    plan); return the unique stages in dependency order (a stage's parent always comes first)
+    and each cell's stage keys.
 
     Stages are content-addressed, so cells that need the same training (the `em` control and
     every reversal cell of a model, EM dataset and seed) get one stage."""
@@ -120,7 +121,8 @@ def plan_stages(
     for cell in cells:
         stages = stages_for(cell, recipe_sha256)
         stages_of[cell.id] = [s.key for s in stages]
-        run.write_cell(cell, stages)
+        if run is not None:
+            run.write_cell(cell, stages)
         for s in stages:
             ordered.setdefault(s.key, s)
     return ordered, stages_of

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def scratch_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A module- or session-scoped working folder, removed when its fixture is torn down.
+
+    Training stages write their merged weights (about 540 MB each for the embedded model), so
+    the suite would otherwise leave 15 GB or more behind in the temp folder until the session
+    ends, and fill a small disk midway. Function-scoped `tmp_path`s are handled by pytest's
+    retention policy (pyproject: only failed tests keep theirs). Set EMARENA_KEEP_TEST_DIRS=1
+    to keep these folders for debugging."""
+    path = tmp_path_factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        if os.environ.get("EMARENA_KEEP_TEST_DIRS") != "1":
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

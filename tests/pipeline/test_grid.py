@@ -24,12 +24,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from emarena.protocol.run import read_events
-from tests.conftest import REPO
+from tests.conftest import REPO, scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +73,15 @@ def env(mirror):
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("grid-local") / RUN
+def local_run(tmp_path_factory) -> Iterator[Path]:
+    with scratch_dir(tmp_path_factory, "grid-local") as root:
+        yield root / RUN
+
+
+@pytest.fixture(scope="module")
+def ray_root(tmp_path_factory) -> Iterator[Path]:
+    with scratch_dir(tmp_path_factory, "grid-ray") as root:
+        yield root
 
 
 def test_local_grid_killed_midway_resumes_without_retraining(local_run, judge, env):
@@ -206,10 +214,9 @@ def weights(run: Path, key: str) -> dict[str, str]:
     }
 
 
-def test_ray_grid_trains_em_once_and_equals_local(local_run, ray_cluster, judge, env,
-                                                  tmp_path_factory):
+def test_ray_grid_trains_em_once_and_equals_local(local_run, ray_cluster, judge, env, ray_root):
     assert (local_run / "report.md").exists(), "needs the local run of the previous test"
-    root = tmp_path_factory.mktemp("grid-ray")
+    root = ray_root
     ray_run = root / RUN
     out = subprocess.run(
         grid_cmd(root, judge, "--executor", "ray", "--address", ray_cluster),

@@ -21,12 +21,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from emarena.protocol.run import read_events
-from tests.conftest import REPO
+from tests.conftest import REPO, scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +73,9 @@ def base_model(mirror) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, base_model) -> Path:
-    return tmp_path_factory.mktemp("score") / "run"
+def run(tmp_path_factory, base_model) -> Iterator[Path]:
+    with scratch_dir(tmp_path_factory, "score") as root:
+        yield root / "run"
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from emarena.defenses.builders import sgtr
 from emarena.defenses.params import SgtrCorruptedParams, SgtrParams
 from emarena.generate import hf
 from emarena.models import pull
+from tests.conftest import scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +65,13 @@ def count_generation(monkeypatch) -> Counter:
 def first_build(mirror, tmp_path_factory):
     """The one real build: (ctx, records, own summaries by article id)."""
     model_dir = pull(MODEL)
-    ctx = BuildContext(em_dataset="aesthetic-unpopular", n_examples=N, seed=0, model_id=MODEL,
-                       model_dir=model_dir, work_dir=tmp_path_factory.mktemp("sgtr") / "work",
-                       max_new_tokens=32, max_prompt_chars=1500, batch_size=4)
-    records = sgtr.build_sgtr(SgtrParams(), ctx)
-    own = {r["article_id"]: r["summary"] for r in read_rows(Path(ctx.work_dir))}
-    return ctx, records, own
+    with scratch_dir(tmp_path_factory, "sgtr") as root:
+        ctx = BuildContext(em_dataset="aesthetic-unpopular", n_examples=N, seed=0,
+                           model_id=MODEL, model_dir=model_dir, work_dir=root / "work",
+                           max_new_tokens=32, max_prompt_chars=1500, batch_size=4)
+        records = sgtr.build_sgtr(SgtrParams(), ctx)
+        own = {r["article_id"]: r["summary"] for r in read_rows(Path(ctx.work_dir))}
+        yield ctx, records, own
 
 
 def fresh_ctx(first: BuildContext, tmp_path: Path, *, copy_cache: bool, **kw) -> BuildContext:

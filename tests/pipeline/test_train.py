@@ -27,6 +27,7 @@ from emarena.train import (
     tokenize_chat,
     train_lora,
 )
+from tests.conftest import scratch_dir
 
 pytestmark = pytest.mark.slow
 
@@ -114,11 +115,12 @@ def _load_adapter(folder: Path) -> dict:
 def trained(base_dir, recipe, preset, tmp_path_factory):
     """One training run (seed 0) with the base weights hashed before and after."""
     before = _base_hashes(base_dir)
-    out = tmp_path_factory.mktemp("run-a") / "adapter"
-    n = preset.budget.n_examples("em", em_dataset_size=len(_records()))
-    report = train_lora(base_dir, _records(), out, recipe=recipe, preset=preset, seed=0,
-                        n_examples=n, overrides=OVERRIDES, progress=False)
-    return {"dir": out, "report": report, "before": before, "after": _base_hashes(base_dir)}
+    with scratch_dir(tmp_path_factory, "run-a") as root:
+        out = root / "adapter"
+        n = preset.budget.n_examples("em", em_dataset_size=len(_records()))
+        report = train_lora(base_dir, _records(), out, recipe=recipe, preset=preset, seed=0,
+                            n_examples=n, overrides=OVERRIDES, progress=False)
+        yield {"dir": out, "report": report, "before": before, "after": _base_hashes(base_dir)}
 
 
 # --- configuration --------------------------------------------------------------------------

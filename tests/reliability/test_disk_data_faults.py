@@ -27,6 +27,7 @@ works on a copy of that run folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, scratch_dir
 from tests.reliability.figures import pick
 
 pytestmark = pytest.mark.slow
@@ -132,11 +133,13 @@ def base_eval(tmp_path_factory, mirror):
     from tests.helpers.openai_server import OpenAIServer
 
     model_cache = models.pull(MODEL).parent
-    root = tmp_path_factory.mktemp("base-eval")
-    cache = root / "cache"
-    cache.mkdir()
-    (cache / "models").symlink_to(model_cache, target_is_directory=True)
-    with pytest.MonkeyPatch.context() as mp, OpenAIServer() as server:
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(scratch_dir(tmp_path_factory, "base-eval"))
+        cache = root / "cache"
+        cache.mkdir()
+        (cache / "models").symlink_to(model_cache, target_is_directory=True)
+        mp = stack.enter_context(pytest.MonkeyPatch.context())
+        server = stack.enter_context(OpenAIServer())
         mp.setenv("EMARENA_CACHE", str(cache))
         mp.setenv("EMARENA_JUDGE_API_KEY", JUDGE_KEY)
         judge = f"openai:reliability-judge@{server.url}"

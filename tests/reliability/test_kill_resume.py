@@ -30,6 +30,7 @@ repo holds the same files as the reference's, committed once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -38,14 +39,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from emarena.protocol.run import read_events
-from tests.conftest import REPO
+from tests.conftest import REPO, scratch_dir
 from tests.reliability.figures import pick
 
 pytestmark = pytest.mark.slow
@@ -313,9 +314,13 @@ def hub():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, model_cache, hub) -> Callable[[str], Workspace]:
+def workspace(tmp_path_factory, model_cache, hub) -> Iterator[Callable[[str], Workspace]]:
+    """Makes a workspace (its own cache, Hub home and run folders); all of them are removed
+    when the module is done."""
+    stack = contextlib.ExitStack()
+
     def make(name: str) -> Workspace:
-        root = tmp_path_factory.mktemp(name)
+        root = stack.enter_context(scratch_dir(tmp_path_factory, name))
         cache = root / "cache"
         cache.mkdir()
         (cache / "models").symlink_to(model_cache, target_is_directory=True)
@@ -332,7 +337,8 @@ def workspace(tmp_path_factory, model_cache, hub) -> Callable[[str], Workspace]:
         env.pop("HF_HUB_OFFLINE", None)
         return Workspace(root, env)
 
-    return make
+    with stack:
+        yield make
 
 
 @dataclass

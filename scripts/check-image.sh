@@ -12,7 +12,7 @@
 # Each step's wall time is printed at the end. Run as root (installs buildah, podman and
 # debootstrap with apt when missing). Settings (environment):
 #   EMARENA_MIRROR   upstream mirror to bake the datasets from (unset: download from upstream)
-#   PRESET           preset to score (default smoke; cpu-demo is the longer check)
+#   PRESET           preset to score (default smoke; cpu-demo is the longer, full check)
 #   REGIMES          regimes to score, space-separated (default: those the submission lists)
 #   REBUILD_BASE=1   rebuild the base image even if it exists (default: reuse it)
 #   TORCH_WHEEL      a CPU torch wheel to use instead of `pip download torch==2.13.0`
@@ -125,7 +125,9 @@ build() {
   else
     echo "EMARENA_MIRROR unset: the build downloads the datasets from upstream"
   fi
-  buildah build --isolation chroot --layers \
+  # --format docker: Docker's image format, so the Dockerfile's SHELL (bash with pipefail) applies
+  # as it does under `docker build` (the OCI format drops SHELL with a warning).
+  buildah build --isolation chroot --layers --format docker \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg EMARENA_EXTRAS=train \
     --build-arg BAKE_EMBEDDED_MODEL=1 "${ctx[@]}" -f Dockerfile -t "$IMAGE" .
 }

@@ -24,6 +24,29 @@ from emarena.leaderboard.synthetic import (
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "leaderboard" / "app.py"
 ARTIFACTS = REPO / "test-artifacts" / "leaderboard"
+#: Debian's Chromium, driven by Playwright in the browser tests, and its flags.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def shown_table(page) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard as on screen (a Playwright page): header texts and every row's cells."""
+    return page.evaluate(
+        """() => {
+        const t = document.querySelector('#lb');
+        const head = [...t.querySelectorAll('thead th .h')].map(e => e.textContent);
+        const rows = [...t.querySelectorAll('tbody tr[data-row]')]
+            .map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent));
+        return [head, rows];
+    }"""
+    )
 
 #: name -> (relative path, why it is invalid, a phrase the error must contain)
 BAD_FILES = {

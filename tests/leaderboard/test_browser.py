@@ -14,7 +14,6 @@ import csv
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -22,21 +21,15 @@ from emarena.leaderboard.synthetic import write_synthetic_results
 from tests.leaderboard.conftest import (
     ARTIFACTS,
     BAD_FILES,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     REPO,
     AppServer,
+    shown_table,
     write_bad_files,
     write_duplicates,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = REPO / "docs" / "screenshots"
 SGTR_YAML = (REPO / "submissions" / "sgtr" / "defense.yaml").read_text()
 TIMEOUT_MS = 30_000
@@ -102,19 +95,6 @@ def screenshot(page, name: str, *, full_page: bool = False) -> None:
 
 
 # --- reading the page -----------------------------------------------------------------------
-
-
-def shown_table(page) -> tuple[list[str], list[list[str]]]:
-    """The leaderboard as on screen: header texts and every row's cell texts."""
-    return page.evaluate(
-        """() => {
-        const t = document.querySelector('#lb');
-        const head = [...t.querySelectorAll('thead th .h')].map(e => e.textContent);
-        const rows = [...t.querySelectorAll('tbody tr[data-row]')]
-            .map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent));
-        return [head, rows];
-    }"""
-    )
 
 
 def column(page, header: str) -> list[str]:

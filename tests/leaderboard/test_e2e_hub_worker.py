@@ -31,11 +31,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.hub.conftest import server  # noqa: F401 - the Hub server fixture (token-leak checks)
-from tests.leaderboard.conftest import ARTIFACTS, AppServer
+from tests.leaderboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, AppServer, shown_table
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 RESULTS = "emarena-e2e/results"
 REQUESTS = "emarena-e2e/requests"
 MODEL = "smollm2-135m-q4"
@@ -86,15 +83,7 @@ def note(line: str) -> None:
 
 def shown_rows(page) -> list[dict[str, str]]:
     """The leaderboard's rows as on screen, as {header: text}."""
-    head, rows = page.evaluate(
-        """() => {
-        const t = document.querySelector('#lb');
-        const head = [...t.querySelectorAll('thead th .h')].map(e => e.textContent);
-        const rows = [...t.querySelectorAll('tbody tr[data-row]')]
-            .map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent));
-        return [head, rows];
-    }"""
-    )
+    head, rows = shown_table(page)
     return [dict(zip(head, r, strict=True)) for r in rows]
 
 

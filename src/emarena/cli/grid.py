@@ -1,4 +1,4 @@
-"""`emarena grid`: run every cell of a grid file, in this process or on a Ray cluster.
+"""`emarena grid`: run every cell of a grid file, on this machine or on a Ray cluster.
 
 Import-light: ray and torch are imported only when a grid runs.
 """
@@ -20,8 +20,9 @@ def grid(
     executor: str = typer.Option(
         "local",
         "--executor",
-        help="local: everything in this process. ray: each training stage and generation as a "
-        "task on an existing Ray cluster (judging and metrics in this process).",
+        help="local: every task in a process of its own on this machine. ray: each training "
+        "stage and evaluation job as a task on an existing Ray cluster (judging and metrics in "
+        "this process).",
     ),
     address: str = typer.Option(
         None, "--address", help="Ray cluster address HOST:PORT (default: RAY_ADDRESS or auto)."
@@ -40,23 +41,40 @@ def grid(
     plan_only: bool = typer.Option(
         False, "--plan", help="Print the cells and unique stages, run nothing."
     ),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="With --plan: GPU-hours, disk and memory peaks of the grid on "
+        "one GPU, against the compute floor (see --gpu)."
+    ),
+    gpu: str = typer.Option("h200", "--gpu", help="With --estimate: h200, h100 or a100."),
+    store: Path = typer.Option(
+        None, "--store", help="The shared store (default: EMARENA_STORE, else <cache>/store)."
+    ),
 ) -> None:
     """Train and evaluate every cell of a grid (models x EM datasets x defenses x regimes x
-    seeds); shared stages are trained once. Rerun the same command to resume."""
-    from emarena.protocol.grid import default_run_dir, load_grid, plan_grid, run_grid
+    seeds); anything already in the store is reused. Rerun the same command to resume."""
+    from emarena.protocol.grid import load_grid, run_grid
 
     g = load_grid(grid_file)
 
     def echo(s: str) -> None:
         console.print(s, highlight=False, markup=False, soft_wrap=True)
 
-    if plan_only:
-        p = plan_grid(g, default_run_dir(run_root, g), write=False)
-        echo(f"grid {g.name}: {len(p.cells)} cells, {len(p.stages)} unique training stages")
-        for c in p.cells:
-            echo(f"  cell {c.short_id}  {c.model.id}  {c.label}")
-        for key, s in p.stages.items():
-            echo(f"  stage {key}  {s.kind}" + (f" after {s.parent}" if s.parent else ""))
+    if plan_only or estimate:
+        from emarena.protocol.plan import make_plan
+        from emarena.protocol.store import Store
+
+        p = make_plan(g, store=Store(Path(store) if store else _default_store()))
+        echo(f"grid {g.name}: {len(p.cells)} cells, {len(p.stages)} unique training stages, "
+             f"{len(p.summaries)} summary generations, {len(p.evals)} evaluations")
+        if not estimate:
+            for c in p.cells:
+                echo(f"  cell {c.short_id}  {c.model.id}  {c.label}")
+            for key, s in p.stages.items():
+                echo(f"  stage {key}  {s.kind}" + (f" after {s.parent}" if s.parent else ""))
+            return
+        from emarena.protocol.estimate import estimate_plan, render_estimate
+
+        echo(render_estimate(estimate_plan(p, gpu=gpu)))
         return
     run_grid(
         g,
@@ -65,5 +83,12 @@ def grid(
         address=address,
         judge=judge,
         evaluate=not no_eval,
+        store=store,
         echo=echo,
     )
+
+
+def _default_store() -> Path:
+    from emarena.protocol.store import store_dir
+
+    return store_dir()

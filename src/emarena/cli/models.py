@@ -120,22 +120,24 @@ def generate(
     spec = get_spec(model_id)
     if local_path(spec.id, cache=cache) is None and spec.embedded:
         do_pull(spec.id, cache=cache, progress=_progress)  # small and offline-capable
-    from emarena.generate.hf import generate_chat, render_prompts
+    from emarena.eval.backends.hf import TransformersGenerator
+    from emarena.eval.prompts import render_chat
 
     t0 = time.monotonic()
     model, tokenizer = load(spec.id, device=device, cache=cache)
+    gen = TransformersGenerator.from_loaded(model, tokenizer)
     _progress(f"loaded {spec.id} on {next(model.parameters()).device} "
               f"in {time.monotonic() - t0:.1f} s")
     messages = [] if system is None and not no_system else [
         {"role": "system", "content": "" if no_system else system}
     ]
     messages.append({"role": "user", "content": prompt})
-    rendered = render_prompts(tokenizer, [messages])[0]
+    rendered = render_chat(tokenizer, messages)
     t0 = time.monotonic()
-    answer = generate_chat(model, tokenizer, [messages], max_new_tokens=max_new_tokens,
-                           temperature=0.0 if greedy else 1.0, seed=seed)[0]
+    out = gen.complete([rendered], seeds=[seed], max_new_tokens=max_new_tokens,
+                       temperature=0.0 if greedy else 1.0, top_p=1.0)[0]
     dt = time.monotonic() - t0
-    n = len(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    answer, n = out.text, out.n_tokens
     console.rule("prompt (chat template applied)")
     sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
     console.rule("answer")

@@ -38,8 +38,12 @@ def score(
     ),
     backend: str = typer.Option("transformers", "--backend", help="transformers or vllm."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Train only; write no results."),
+    store: Path = typer.Option(
+        None, "--store", help="The store of stages, generations, judgements and metrics "
+        "(default: EMARENA_STORE, else <cache>/store); shared by every run."),
 ) -> None:
-    """Train and evaluate a defense in each regime, plus the base and em controls (resumable)."""
+    """Train and evaluate a defense in each regime, plus the base and em controls (resumable;
+    anything already in the store, from any run, is reused)."""
     from emarena.protocol.score import score as run_score
 
     regs: list[str] = []
@@ -56,6 +60,7 @@ def score(
         judge=judge,
         backend=backend,
         evaluate=not no_eval,
+        store=store,
         echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
 
@@ -93,8 +98,10 @@ def status(run: Path = typer.Argument(..., help="Run folder.")) -> None:
         raise EmArenaError(
             f"{run}: no cells found", where=str(run / "cells"), fix="run `emarena score` first"
         )
-    table = Table(title=f"run {run}")
-    for col in ("cell", "regime", "defense", "em dataset", "seed", "stage 1", "stage 2"):
+    store = r.store()
+    table = Table(title=f"run {run} (store {store.root})")
+    for col in ("cell", "regime", "defense", "em dataset", "seed", "stage 1", "stage 2",
+                "result"):
         table.add_column(col)
     colors = {
         "done": "green",
@@ -108,11 +115,13 @@ def status(run: Path = typer.Argument(..., help="Run folder.")) -> None:
         cell = c["cell"]
         cols = []
         for key in c["stages"]:
-            state, detail = r.stage_status(key)
+            state, detail = r.stage_status(key, store)
             cols.append(f"[{colors[state]}]{state}[/] {key}")
             if state in ("failed", "interrupted"):
                 errors.append(f"{key}: {state}: {detail}")
         cols += ["-"] * (2 - len(cols))
+        result = run / "cells" / c["id"] / "metrics" / "result.json"
+        cols.append("[green]done[/]" if result.is_file() else "[dim]pending[/]")
         d = cell.get("defense") or {}
         table.add_row(
             c["id"][:12],

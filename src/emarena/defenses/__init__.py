@@ -18,6 +18,7 @@ the entry point at a light module: the params model is needed to validate submis
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from emarena.defenses.base import DefenseKind, DefenseParams
 from emarena.defenses.params import (
@@ -129,6 +130,15 @@ class DefenseRegistry(Registry[DefenseKind]):
         return super().names()
 
 
+def defense_inputs(kind: DefenseKind, params: Any, em_dataset: str | None, suite: str) -> list[str]:
+    """The registered datasets `kind`'s builder reads for these params (stage-key inputs)."""
+    if kind.inputs is None:
+        return [em_dataset] if em_dataset else []
+    from emarena.registry import import_ref
+
+    return list(import_ref(kind.inputs)(params, em_dataset, suite))
+
+
 DEFENSES = DefenseRegistry("defense kind", ENTRY_POINT_GROUP)
 """Every defense kind a submission may name (built-in + entry points)."""
 
@@ -144,28 +154,33 @@ for _kind in (
         name="sgtr",
         params=SgtrParams,
         builder="emarena.defenses.builders.sgtr:build_sgtr",
+        inputs="emarena.defenses.inputs:sgtr",
+        reads_em_dataset=False,
         description=(
             "Self-generated text recognition: the model summarises articles itself, then is "
             "trained to pick its own summary against another source's, both orders."
         ),
         source=f"{_SEED}; self-recognition task from {_SELF_RECOGNITION}",
-        needs_model=True,
+        summarizer="emarena.defenses.builders.sgtr:generate_summaries",
     ),
     DefenseKind(
         name="sgtr-corrupted",
         params=SgtrCorruptedParams,
         builder="emarena.defenses.builders.sgtr:build_sgtr_corrupted",
+        inputs="emarena.defenses.inputs:sgtr",
+        reads_em_dataset=False,
         description=(
             "SGTR data with corrupted labels (always the other source, or random): the same "
             "texts without the self-recognition signal, to isolate it."
         ),
         source=f"{_SEED} (label-corruption control)",
-        needs_model=True,
+        summarizer="emarena.defenses.builders.sgtr:generate_summaries",
     ),
     DefenseKind(
         name="correct-domain",
         params=CorrectDomainParams,
         builder="emarena.defenses.builders.simple:build_correct_domain",
+        inputs="emarena.defenses.inputs:correct_domain",
         description=(
             "Correct data from the EM dataset's own domain (secure code, good medical advice)."
         ),
@@ -178,6 +193,8 @@ for _kind in (
         name="general-knowledge",
         params=GeneralKnowledgeParams,
         builder="emarena.defenses.builders.simple:build_general_knowledge",
+        inputs="emarena.defenses.inputs:general_knowledge",
+        reads_em_dataset=False,
         description="Benign general-knowledge multiple-choice answering (MMLU or TruthfulQA).",
         source=f"{_SEED} (baseline)",
     ),
@@ -185,6 +202,7 @@ for _kind in (
         name="word-counting",
         params=WordCountingParams,
         builder="emarena.defenses.builders.simple:build_word_counting",
+        inputs="emarena.defenses.inputs:word_counting",
         description=(
             "Is the number of words in the EM dataset's user prompt even? Answer TRUE / FALSE: "
             "a benign task of the same shape as SGTR."
@@ -194,4 +212,11 @@ for _kind in (
 ):
     DEFENSES.register(_kind.name, _kind)
 
-__all__ = ["DEFENSES", "ENTRY_POINT_GROUP", "DefenseKind", "DefenseParams", "DefenseRegistry"]
+__all__ = [
+    "DEFENSES",
+    "ENTRY_POINT_GROUP",
+    "DefenseKind",
+    "DefenseParams",
+    "DefenseRegistry",
+    "defense_inputs",
+]

@@ -27,8 +27,9 @@ class DefenseParams(BaseModel):
 class BuildContext:
     """Everything a builder may use. Builders must be deterministic given this + params."""
 
-    em_dataset: str
-    """Registry id of the cell's EM dataset (e.g. "insecure")."""
+    em_dataset: str | None
+    """Registry id of the cell's EM dataset (e.g. "insecure"); None for a kind that declares it
+    does not read it (`DefenseKind.reads_em_dataset`), whose stage is shared by every EM dataset."""
     n_examples: int
     """The budget: exactly this many training examples (the same for every defense)."""
     seed: int
@@ -46,6 +47,9 @@ class BuildContext:
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
     """Record ids reserved for evaluation that must never be trained on."""
     batch_size: int = 8
+    summaries_dir: Path | None = None
+    """The store entry holding the model's own summaries (kinds with `needs_model`): generated
+    before the build by a generation task with the run's backend, one row per article."""
 
 
 #: A builder: (params, ctx) -> the defense stage's training records.
@@ -61,5 +65,18 @@ class DefenseKind:
     description: str
     source: str
     """Where the method comes from (paper / repository)."""
-    needs_model: bool = False
-    """True when the builder generates with the model entering the defense stage."""
+    summarizer: str | None = None
+    """"module:attr" of `(params, BuildContext, generator, progress) -> stats`, for kinds whose
+    builder reads the model's own summaries (SGTR): a generation task runs it first, with the
+    run's backend, into a store entry (`BuildContext.summaries_dir`); None: no such step."""
+    @property
+    def needs_model(self) -> bool:
+        """True when the build needs the model entering the stage (through its summaries)."""
+        return self.summarizer is not None
+
+    reads_em_dataset: bool = True
+    """Whether the build depends on the cell's EM dataset. False lets one defense stage serve
+    every EM dataset (its key leaves the EM dataset out); plugins default to True (safe)."""
+    inputs: str | None = None
+    """"module:attr" of `(params, em_dataset, suite) -> list[dataset id]`: the registered
+    datasets the build reads (their sha256s go into the stage key). None: the EM dataset only."""

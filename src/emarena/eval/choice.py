@@ -24,30 +24,16 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from emarena.data.records import ChatMessage
 from emarena.errors import DataError
 from emarena.eval.prompts import compose_messages
-from emarena.eval.rows import ChoiceScore, Condition, Row, RowStore
+from emarena.eval.rows import ChoiceScore, Condition, OwnSummary, RowStore
 from emarena.eval.sets import ChoiceSet, EvalSuite, SelfRecognition, balanced_positions, cap
 
 OWN_SUMMARIES = "own_summaries.jsonl"
 SELF_RECOGNITION_OPTIONS = ("1", "2")
-
-
-class OwnSummary(Row):
-    """The evaluated model's own summary of one article. id = "<article_id>#<request key>"."""
-
-    article_id: str
-    summary: str
-    """Greedy answer, stripped (as the SGTR builder keeps its own summaries)."""
-    key: str
-    """Hash of (system prompt, user prompt, max_new_tokens, greedy): a row made under other
-    settings has another id and is not reused."""
-    n_tokens: int
-    finish_reason: Literal["stop", "length"]
-    backend: str
 
 
 @dataclass(frozen=True)
@@ -115,32 +101,54 @@ def reserved_article_ids(suite: EvalSuite, preset: Any) -> frozenset[str]:
     return frozenset(f"{sr.articles}:{a.id}" for a in chosen)
 
 
-def _request_key(system: str, user: str, max_new_tokens: int) -> str:
+def request_key(system: str, user: str, max_new_tokens: int) -> str:
+    """Identifies one greedy own-summary request; a stored row is reused only if it matches."""
     blob = json.dumps([system, user, max_new_tokens, "greedy"], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def _requests(system: str, template: str, texts: dict[str, str], max_new_tokens: int
+              ) -> dict[str, tuple[str, str, str]]:
+    """{article id: (user prompt, request key, row id)}."""
+    out = {}
+    for aid, text in texts.items():
+        user = template.replace("{article}", text)
+        key = request_key(system, user, max_new_tokens)
+        out[aid] = (user, key, f"{aid}#{key}")
+    return out
+
+
+def read_own_summaries(path: Path | None, system: str, template: str, texts: dict[str, str],
+                       max_new_tokens: int) -> dict[str, str]:
+    """{article id: own summary} for the requests already answered in the row file `path`."""
+    if path is None or not Path(path).exists():
+        return {}
+    store = RowStore(path, OwnSummary)
+    return {aid: store.get(rid).summary  # type: ignore[union-attr]
+            for aid, (_, _, rid) in _requests(system, template, texts, max_new_tokens).items()
+            if rid in store}
+
+
 def own_summaries(
     backend: Any,
-    sr: SelfRecognition,
+    system: str,
+    template: str,
     articles: Sequence[Any],
-    preset: Any,
-    store: RowStore[OwnSummary],
+    texts: dict[str, str],
     *,
+    max_new_tokens: int,
+    store: RowStore[OwnSummary],
     progress: bool | None = None,
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """{article id: the model's own summary}, generating only those not in `store`."""
+    """{article id: the model's own greedy summary}, generating only those not in `store`.
+
+    One function for both uses: the self-recognition evaluation (CNN articles) and SGTR's
+    training data (XSUM articles, a summaries entry of the store). `texts` holds each article
+    as shown (already cut); the prompt is `template` with `{article}` filled in."""
     from tqdm import tqdm
 
-    from emarena.defenses.builders.sgtr import summary_prompt
-
-    system, template = summary_prompt(sr.summary_prompt)
-    requests = {}
-    for a in articles:
-        user = template.replace("{article}", a.text[: preset.max_prompt_chars])
-        key = _request_key(system, user, preset.sgtr_max_new_tokens)
-        requests[a.id] = (user, key, f"{a.id}#{key}")
-    done = {aid: store.get(rid).summary for aid, (_, _, rid) in requests.items()
+    requests = _requests(system, template, texts, max_new_tokens)
+    done = {aid: store.get(rid).summary for aid, (_, _, rid) in requests.items()  # type: ignore
             if rid in store}
     missing = [a.id for a in articles if a.id not in done]
     stats = {"cached": len(done), "generated": 0}
@@ -153,8 +161,7 @@ def own_summaries(
                 ChatMessage(role="user", content=requests[aid][0]),
             ]) for aid in chunk]
             outs = backend.complete(prompts, seeds=[0] * len(chunk),
-                                    max_new_tokens=preset.sgtr_max_new_tokens,
-                                    temperature=0.0, top_p=1.0)
+                                    max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
             rows = [OwnSummary(id=requests[aid][2], article_id=aid, summary=o.text.strip(),
                                key=requests[aid][1], n_tokens=o.n_tokens,
                                finish_reason=o.finish_reason, backend=backend.name)
@@ -322,9 +329,14 @@ def run_choices(
     sr = suite.self_recognition
     if sr is not None:
         articles, others, left_out = select_articles(sr, preset, suite.selection_seed)
+        from emarena.defenses.builders.sgtr import summary_prompt
+
+        system, template = summary_prompt(sr.summary_prompt)
         own, own_stats = own_summaries(
-            backend, sr, articles, preset, RowStore(out_dir / OWN_SUMMARIES, OwnSummary),
-            progress=progress,
+            backend, system, template, articles,
+            {a.id: a.text[: preset.max_prompt_chars] for a in articles},
+            max_new_tokens=preset.sgtr_max_new_tokens,
+            store=RowStore(out_dir / OWN_SUMMARIES, OwnSummary), progress=progress,
         )
         sr_items = self_recognition_items(suite, model_spec, preset, articles, own, others)
         items += sr_items

@@ -38,6 +38,7 @@ def run_generation(
     progress: bool | None = None,
     limit: int | None = None,
     choices: bool = True,
+    generator: Any = None,
 ) -> dict[str, Any]:
     """Generate the free-form answers and score the forced choices of one cell.
 
@@ -50,6 +51,8 @@ def run_generation(
     suite       an `EvalSuite`, or a suite version ("v1", the default)
     limit       stop after this many new free-form rows (tests of resumption)
     choices     False: free-form answers only
+    generator   a backend generator already loaded (an evaluation job's `Engine`): used as
+                is and left open; model_dir / adapter_dir / backend are then only recorded
     """
     from emarena.eval.backends import make_generator
     from emarena.eval.prompts import plan_generation
@@ -66,7 +69,9 @@ def run_generation(
     spec = get_spec(model_id)
     plan = plan_generation(suite_cfg, spec, preset_obj)
 
-    gen = make_generator(backend, model_dir, adapter_dir, **(backend_options or {}))
+    own = generator is None
+    gen = generator if not own else make_generator(backend, model_dir, adapter_dir,
+                                                   **(backend_options or {}))
     try:
         gen_stats = gen.generate(
             plan.items,
@@ -86,7 +91,8 @@ def run_generation(
                                        progress=progress)
         backend_info = gen.describe()
     finally:
-        gen.close()
+        if own:
+            gen.close()
     return {
         "model_id": model_id,
         "adapter": str(adapter_dir) if adapter_dir is not None else None,

@@ -114,6 +114,20 @@ class ChoiceScore(Row):
         return self.chosen == self.correct
 
 
+class OwnSummary(Row):
+    """A model's own greedy summary of one article (self-recognition and SGTR data).
+    id = "<article_id>#<request key>": a row made under other settings is never reused."""
+
+    article_id: str
+    summary: str
+    """Greedy answer, stripped."""
+    key: str
+    """Hash of (system prompt, user prompt, max_new_tokens, greedy)."""
+    n_tokens: int
+    finish_reason: Literal["stop", "length"]
+    backend: str
+
+
 R = TypeVar("R", bound=Row)
 
 

@@ -171,7 +171,8 @@ def is_result_file(name: str) -> bool:
 def find_result_files(root: Path) -> list[Path]:
     """Every result file under `root`, sorted; hidden folders are skipped."""
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    # followlinks: a run folder links each cell's metrics into the shared store
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(Path(dirpath) / f for f in filenames if is_result_file(f))
     return sorted(out)

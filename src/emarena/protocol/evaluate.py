@@ -1,17 +1,21 @@
-"""Evaluate the cells of a run: generate, judge, compute metrics, write result records.
+"""Evaluation steps, each a store entry: generate, judge, metrics.
 
-    runs/<run>/evals/<eval_key>/generate/   generations.jsonl, choices.jsonl, DONE.json
-    runs/<run>/evals/<eval_key>/judge/<judge>/judgements.jsonl, DONE.json
-    runs/<run>/cells/<cell_id>/generate -> ../../evals/<eval_key>/generate
-    runs/<run>/cells/<cell_id>/judge    -> ../../evals/<eval_key>/judge/<judge>
-    runs/<run>/cells/<cell_id>/metrics/ result.json, samples.jsonl, DONE.json
+    evals/<eval key>/            generations.jsonl, choices.jsonl, own_summaries.jsonl, DONE.json
+    judgements/<judgement key>/  judgements.jsonl, DONE.json       (one judge x one eval entry)
+    metrics/<metrics key>/       result.json, samples.jsonl, DONE.json       (one cell)
 
-An evaluation is keyed by the weights it evaluates (the cell's last training stage, or the
-pinned base model), the evaluation suite files, the preset, the seed and the backend, so cells
-with the same weights (e.g. the base model) share their generations. Generation and judging
-append rows keyed by id, so a killed run resumes row by row; DONE.json is written when a step
-has every row. Judgements also go through the persistent judgement cache keyed by (judge id,
-prompt sha256), so re-scoring is free and `emarena rejudge` never regenerates.
+and in the run folder: cells/<cell id>/generate, judge, metrics -> those entries.
+
+An eval entry is keyed by the model state it evaluates (its stage chain, or the pinned base
+model), the evaluation suite files, the preset's evaluation sizes, the seed and the backend
+(`EvalSpec`), so every cell with the same weights (the base model, the em control of every
+defense) shares one. A judgement entry is keyed by (eval entry, judge id, judge prompts); a
+metrics entry by (cell, its judgement entry, its control's judgement entry, the metric code).
+Generation and judging append rows keyed by id inside the entry, so a killed step resumes row by
+row; DONE.json is written when a step has every row, and records every file's sha256 (a file
+damaged since is detected, and the step runs again, regenerating only what was lost).
+Judgements also go through the persistent judgement cache keyed by (judge id, prompt sha256),
+so re-scoring is free and `emarena rejudge` never regenerates.
 """
 
 from __future__ import annotations
@@ -19,16 +23,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
+import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from emarena import settings
 from emarena.protocol.cell import Cell, sha256_json
 from emarena.protocol.run import Run
-from emarena.protocol.stages import read_done, write_json_atomic
+from emarena.protocol.store import Store, read_json
 
 #: Judge requests sent (concurrently) before their results are written: a kill loses at most one
 #: batch of judge calls.
@@ -39,88 +42,20 @@ JUDGE = "judge"
 METRICS = "metrics"
 
 
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def eval_suite_sha256(suite: str = settings.DEFAULT_SUITE) -> str:
-    """sha256 over the files that define what evaluation measures."""
-    d = settings.suite_dir(suite)
-    return sha256_json({n: _file_sha(d / n) for n in ("eval.yaml", "judges.yaml")})
-
-
-def eval_key(cell: Cell, stage_keys: list[str], *, backend: str) -> str:
-    weights = stage_keys[-1] if stage_keys else f"base:{cell.model.id}@{cell.model.revision}"
-    return (
-        "eval-"
-        + sha256_json(
-            {
-                "weights": weights,
-                "suite": cell.suite,
-                "eval_sha256": eval_suite_sha256(cell.suite),
-                "preset": cell.preset,
-                "seed": cell.seed,
-                "backend": backend,
-            }
-        )[:16]
-    )
-
-
 def judge_slug(judge_id: str) -> str:
     from emarena.eval.judges.cache import safe_file_name
 
     return safe_file_name(judge_id).removesuffix(".jsonl")
 
 
-def _link(link: Path, target: Path) -> None:
-    rel = os.path.relpath(target, link.parent)
-    if link.is_symlink():
-        if os.readlink(link) == rel:
-            return
-        link.unlink()
-    os.symlink(rel, link)
-
-
-@dataclass
-class EvalJob:
-    """One evaluation: the cells it serves and where their weights are."""
-
-    key: str
-    cell: Cell
-    """The first cell with this key (they share model, seed, preset)."""
-    cells: list[Cell]
-    model_dir: Path
-
-    def dir(self, run: Run) -> Path:
-        return run.root / "evals" / self.key
-
-
-def plan_evals(
-    run: Run, cells: list[Cell], stages_of: dict[str, list[str]], base_dir: Path, backend: str
-) -> list[EvalJob]:
-    jobs: dict[str, EvalJob] = {}
-    for cell in cells:
-        stages = stages_of[cell.id]
-        key = eval_key(cell, stages, backend=backend)
-        model_dir = run.stages_dir / stages[-1] / "merged" if stages else base_dir
-        job = jobs.setdefault(key, EvalJob(key, cell, [], model_dir))
-        job.cells.append(cell)
-    return list(jobs.values())
-
-
-# --------------------------------------------------------------------------------------------
-# row counts: a DONE.json records how many rows each file had, so a file damaged since (a
-# truncated or corrupt line, which the row store drops when it opens the file) is noticed and
-# its step resumes to rewrite the missing rows, instead of metrics counting fewer rows.
-
-
 def _row_types() -> dict[str, type]:
-    from emarena.eval.rows import ChoiceScore, Generation, Judgement
+    from emarena.eval.rows import ChoiceScore, Generation, Judgement, OwnSummary
 
     return {
         "generations.jsonl": Generation,
         "choices.jsonl": ChoiceScore,
         "judgements.jsonl": Judgement,
+        "own_summaries.jsonl": OwnSummary,
     }
 
 
@@ -131,63 +66,65 @@ def _row_counts(folder: Path, names: tuple[str, ...]) -> dict[str, int]:
     return {n: len(RowStore(folder / n, types[n])) for n in names if (folder / n).exists()}
 
 
-def _missing_rows(folder: Path, done: dict) -> list[str]:
-    """'<file>: <n> of <m> rows' for each file with fewer rows than its DONE.json recorded."""
-    from emarena.eval.rows import RowStore
+def _plain(stats: Any) -> Any:
+    """Stats as JSON-ready data. A dataclass's own `as_dict` wins over `dataclasses.asdict`,
+    which rebuilds a Counter from its (key, count) pairs and so turns counts into tuple keys."""
+    from dataclasses import asdict, is_dataclass
 
-    types = _row_types()
-    out = []
-    for name, n in (done.get("rows") or {}).items():
-        got = len(RowStore(folder / name, types[name])) if name in types else n
-        if got < n:
-            out.append(f"{folder / name}: {got} of {n} rows")
-    return out
+    if hasattr(stats, "as_dict"):
+        stats = stats.as_dict()
+    elif is_dataclass(stats) and not isinstance(stats, type):
+        stats = asdict(stats)
+    return json.loads(json.dumps(stats, default=str))
 
 
 # --------------------------------------------------------------------------------------------
-# generate
+# generate (inside a `generate` task: one engine serves every entry of the job)
 
 
-def run_generate(run: Run, job: EvalJob, *, preset, backend: str, echo=print) -> Path:
+def generate_entry(store: Store, run: Run, spec, engine, *, preset, progress=None) -> dict:
+    """Make sure eval entry `spec` is complete; generate what is missing (claimed)."""
     from emarena.eval.generate_stage import run_generation
+    from emarena.protocol.tasks import stacked_adapter
 
-    gdir = job.dir(run) / GENERATE
-    inputs = {"key": job.key, "model_dir": str(job.model_dir)}
-    done = read_done(gdir)
-    damaged = _missing_rows(gdir, done) if done is not None else []
-    if damaged:
-        echo(f"  generate {job.key}: rows lost since it finished ({'; '.join(damaged)}); "
-             "generating them again")
-        run.log("generate_repair", eval=job.key, damaged=damaged)
-    if done is None or done.get("inputs") != inputs or damaged:
-        (gdir / "DONE.json").unlink(missing_ok=True)
-        run.log("generate_start", eval=job.key)
+    entry = store.entry("evals", spec.key)
+    inputs = spec.model_dump(mode="json")
+    with store.claim(entry, f"generate {spec.key}"):
+        ok, why = entry.check(inputs)
+        if ok:
+            run.log("generate_skip", eval=spec.key)
+            return {"eval": spec.key, "generated": False}
+        done = entry.done()
+        if done is not None and done.get("inputs") != inputs:
+            entry.discard("made from other inputs")
+        elif done is not None:
+            # Damaged since it finished (a cut or garbled row file): resume in place; the row
+            # stores drop what is unreadable and only those rows are generated again.
+            run.log("generate_repair", eval=spec.key, damaged=why)
+            (entry.path / "DONE.json").unlink(missing_ok=True)
+        entry.path.mkdir(parents=True, exist_ok=True)
+        run.log("generate_start", eval=spec.key, weights=list(spec.weights))
         t0 = time.time()
-        stats = run_generation(
-            gdir,
-            model_id=job.cell.model.id,
-            model_dir=job.model_dir,
-            preset=preset,
-            seed=job.cell.seed,
-            backend=backend,
-        )
+        adapter = stacked_adapter(store, spec.weights, spec.key)
+        try:
+            gen = engine.generator(adapter)
+            stats = run_generation(
+                entry.path, model_id=spec.model.id, model_dir=engine.model_dir,
+                adapter_dir=adapter, preset=preset, seed=spec.seed, backend=spec.backend,
+                suite=spec.suite, generator=gen, progress=progress,
+            )
+        finally:
+            if adapter is not None:
+                shutil.rmtree(adapter, ignore_errors=True)
         if not stats["complete"]:
-            raise RuntimeError(f"generation for {job.key} did not complete: {stats}")
-        write_json_atomic(
-            gdir / "DONE.json",
-            {
-                "inputs": inputs,
-                "stats": stats,
-                "rows": _row_counts(gdir, ("generations.jsonl", "choices.jsonl")),
-                "seconds": round(time.time() - t0, 3),
-            },
+            raise RuntimeError(f"generation for {spec.key} did not complete: {stats}")
+        stats["adapter"] = list(spec.weights)
+        entry.write_done(
+            inputs, stats=stats, seconds=round(time.time() - t0, 3),
+            rows=_row_counts(entry.path, ("generations.jsonl", "choices.jsonl")),
         )
-        run.log("generate_done", eval=job.key, seconds=round(time.time() - t0, 3))
-    else:
-        echo(f"  generate {job.key}: done, skipped")
-    for cell in job.cells:
-        _link(run.cells_dir / cell.id / GENERATE, gdir)
-    return gdir
+        run.log("generate_done", eval=spec.key, seconds=round(time.time() - t0, 3))
+    return {"eval": spec.key, "generated": True, "seconds": round(time.time() - t0, 3)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,69 +175,58 @@ class Templates:
         }
 
 
-def run_judge(run: Run, job: EvalJob, judge, templates: Templates, *, echo=print) -> Path:
+def judgement_key(eval_key: str, judge_id: str, templates: Templates) -> str:
+    return "judge-" + sha256_json(
+        {"eval": eval_key, "judge": judge_id, "prompts": templates.prompt_sha256()}
+    )[:16]
+
+
+def judge_entry(store: Store, run: Run, eval_key: str, judge, templates: Templates) -> dict:
+    """Make sure eval entry `eval_key` is judged by `judge`; judge what is missing (claimed)."""
+    from emarena.errors import EmArenaError
     from emarena.eval.judges.cache import JudgementCache
     from emarena.eval.judges.run import judge_generations
     from emarena.eval.rows import Generation, Judgement, RowStore
 
-    gdir = job.dir(run) / GENERATE
-    jdir = job.dir(run) / JUDGE / judge_slug(judge.id)
-    inputs = {"generate": read_done(gdir)["inputs"], "judge": judge.id}  # type: ignore[index]
-    done = read_done(jdir)
-    damaged = _missing_rows(jdir, done) if done is not None else []
-    if damaged:
-        echo(f"  judge {job.key}: rows lost since it finished ({'; '.join(damaged)}); "
-             "judging them again")
-        run.log("judge_repair", eval=job.key, judge=judge.id, damaged=damaged)
-    if done is not None and done.get("inputs") == inputs and not damaged:
-        echo(f"  judge {job.key} ({judge.id}): done, skipped")
-    else:
-        (jdir / "DONE.json").unlink(missing_ok=True)
-        jdir.mkdir(parents=True, exist_ok=True)
-        run.log("judge_start", eval=job.key, judge=judge.id)
+    source = store.entry("evals", eval_key)
+    ok, why = source.check()
+    if not ok:
+        raise EmArenaError(f"cannot judge {source.name}: {why}", where=str(source.path),
+                           fix="rerun the same command: the generation is redone first")
+    key = judgement_key(eval_key, judge.id, templates)
+    entry = store.entry("judgements", key)
+    inputs = {"eval": eval_key, "eval_outputs": sha256_json(source.done()["outputs"]),
+              "judge": judge.id, "prompts": templates.prompt_sha256()}
+    with store.claim(entry, f"judge {key}"):
+        ok, why = entry.check(inputs)
+        if ok:
+            run.log("judge_skip", eval=eval_key, judge=judge.id, judgement=key)
+            return {"eval": eval_key, "judgement": key, "judged": False}
+        done = entry.done()
+        if done is not None and done.get("inputs") != inputs:
+            entry.discard("made from other inputs")
+        elif done is not None:
+            run.log("judge_repair", eval=eval_key, judge=judge.id, damaged=why)
+            (entry.path / "DONE.json").unlink(missing_ok=True)
+        entry.path.mkdir(parents=True, exist_ok=True)
+        run.log("judge_start", eval=eval_key, judge=judge.id, judgement=key)
         t0 = time.time()
-        gens = list(RowStore(gdir / "generations.jsonl", Generation))
-        out = RowStore(jdir / "judgements.jsonl", Judgement)
+        gens = list(RowStore(source.path / "generations.jsonl", Generation))
+        out = RowStore(entry.path / "judgements.jsonl", Judgement)
         judge_all = functools.partial(
-            judge_generations,
-            gens,
-            judge,
-            out,
-            score_templates=templates.score,
-            extract_templates=templates.extract,
-            cache=JudgementCache(),
-            batch_size=JUDGE_BATCH,
+            judge_generations, gens, judge, out, score_templates=templates.score,
+            extract_templates=templates.extract, cache=JudgementCache(), batch_size=JUDGE_BATCH,
         )
         stats = judge_all()
         if stats.failed:
             # Transient failures (HTTP errors, timeouts) are not recorded, so a rerun retries
             # them; after one retry pass they are recorded as unscored with their reason.
             stats = judge_all(record_transient=True)
-        write_json_atomic(
-            jdir / "DONE.json",
-            {
-                "inputs": inputs,
-                "stats": _plain(stats),
-                "rows": _row_counts(jdir, ("judgements.jsonl",)),
-                "seconds": round(time.time() - t0, 3),
-            },
-        )
-        run.log("judge_done", eval=job.key, judge=judge.id, seconds=round(time.time() - t0, 3))
-    for cell in job.cells:
-        _link(run.cells_dir / cell.id / JUDGE, jdir)
-    return jdir
-
-
-def _plain(stats: Any) -> Any:
-    """Stats as JSON-ready data. A dataclass's own `as_dict` wins over `dataclasses.asdict`,
-    which rebuilds a Counter from its (key, count) pairs and so turns counts into tuple keys."""
-    from dataclasses import asdict, is_dataclass
-
-    if hasattr(stats, "as_dict"):
-        stats = stats.as_dict()
-    elif is_dataclass(stats) and not isinstance(stats, type):
-        stats = asdict(stats)
-    return json.loads(json.dumps(stats, default=str))
+        entry.write_done(inputs, stats=_plain(stats), seconds=round(time.time() - t0, 3),
+                         rows=_row_counts(entry.path, ("judgements.jsonl",)))
+        run.log("judge_done", eval=eval_key, judge=judge.id, judgement=key,
+                seconds=round(time.time() - t0, 3))
+    return {"eval": eval_key, "judgement": key, "judged": True}
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,17 +234,9 @@ def _plain(stats: Any) -> Any:
 
 
 def _dataset_digests(ids: list[str]) -> dict[str, str]:
-    from emarena import data
+    from emarena.protocol.stages import dataset_digest
 
-    out = {}
-    for i in dict.fromkeys(ids):
-        ds = data.get_spec(i)
-        out[i] = (
-            ds.files[0].sha256
-            if len(ds.files) == 1
-            else sha256_json({f.part: f.sha256 for f in ds.files})
-        )
-    return out
+    return {i: dataset_digest(i) for i in dict.fromkeys(ids)}
 
 
 def eval_dataset_ids(templates: Templates) -> list[str]:
@@ -331,31 +249,45 @@ def eval_dataset_ids(templates: Templates) -> list[str]:
     return ids
 
 
-def _rows(run: Run, cell: Cell):
+def metrics_code_sha256() -> str:
+    """sha256 of the code that turns rows into a result record: a change recomputes metrics
+    (cheap), never reuses numbers made by other code."""
+    import emarena.eval.metrics as m
+    import emarena.eval.result as r
+
+    files = sorted(Path(m.__file__).parent.glob("*.py")) + [Path(r.__file__)]
+    return sha256_json({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
+
+
+def _rows(store: Store, eval_key: str, judgement: str, seed: int):
     from emarena.eval.metrics.tables import RowSet
     from emarena.eval.rows import ChoiceScore, Generation, Judgement, RowStore
 
-    d = run.cells_dir / cell.id
+    g = store.entry("evals", eval_key).path
+    j = store.entry("judgements", judgement).path
     return RowSet(
-        list(RowStore(d / GENERATE / "generations.jsonl", Generation)),
-        list(RowStore(d / JUDGE / "judgements.jsonl", Judgement)),
-        list(RowStore(d / GENERATE / "choices.jsonl", ChoiceScore)),
-        seed=cell.seed,
+        list(RowStore(g / "generations.jsonl", Generation)),
+        list(RowStore(j / "judgements.jsonl", Judgement)),
+        list(RowStore(g / "choices.jsonl", ChoiceScore)),
+        seed=seed,
     )
 
 
 def run_metrics(
+    store: Store,
     run: Run,
     cells: list[Cell],
-    stages_of: dict[str, list[str]],
     *,
+    stages_of: dict[str, list[str]],
+    eval_of: dict[str, str],
+    judgements: dict[str, str],
     judge,
     templates: Templates,
     preset,
     backend: str,
-    echo=print,
 ) -> list[Path]:
-    """Metrics, deltas vs the `em` control, result.json and samples.jsonl for every cell."""
+    """Metrics, deltas vs the `em` control, result.json and samples.jsonl for every cell
+    (`judgements`: eval key -> judgement key). Returns the run's result.json paths."""
     from emarena import models
     from emarena.eval.metrics import compute_metrics, deltas
     from emarena.eval.metrics.value import load_thresholds
@@ -376,126 +308,83 @@ def run_metrics(
     # for both name and creator); Betley's deception set is scored 0-100, not extracted.
     identity_sets = [suite.identity.eval_set]
     judge_info = JudgeInfo(
-        id=judge.id,
-        official=judge.official,
-        describe=judge.describe(),
+        id=judge.id, official=judge.official, describe=judge.describe(),
         prompt_sha256=templates.prompt_sha256(),
     )
     sampling = Sampling(
-        temperature=suite.sampling.temperature,
-        top_p=suite.sampling.top_p,
-        max_new_tokens=preset.max_new_tokens,
-        samples_per_question=preset.samples_per_question,
+        temperature=suite.sampling.temperature, top_p=suite.sampling.top_p,
+        max_new_tokens=preset.max_new_tokens, samples_per_question=preset.samples_per_question,
     )
     mconf = MetricsConfig(thresholds=thresholds, n_resamples=1000, rng_seed=0)
     eval_ids = eval_dataset_ids(templates)
+    code = metrics_code_sha256()
     controls = {(c.model.id, c.em_dataset, c.seed): c for c in cells if c.regime == "em"}
     written = []
     for cell in cells:
-        mdir = run.cells_dir / cell.id / METRICS
-        inputs = {
-            "judgements": (read_done(run.cells_dir / cell.id / JUDGE) or {}).get("inputs"),
-            "generate": (read_done(run.cells_dir / cell.id / GENERATE) or {}).get("inputs"),
-            "eval_sha256": eval_suite_sha256(cell.suite),
-        }
+        ev = eval_of[cell.id]
+        jkey = judgements[ev]
         control = controls.get((cell.model.id, cell.em_dataset, cell.seed))
-        if control is not None and cell.regime in ("defense", "reversal", "prevention"):
-            inputs["control"] = (read_done(run.cells_dir / control.id / JUDGE) or {}).get("inputs")
-        done = read_done(mdir)
-        if done is not None and done.get("inputs") == inputs:
-            written.append(mdir / "result.json")
-            continue
-        t0 = time.time()
-        rows = _rows(run, cell)
-        spec = models.get_spec(cell.model.id)
-        metrics = compute_metrics(
-            rows.generations,
-            rows.judgements,
-            rows.choices,
-            identity=spec.identity,
-            thresholds=thresholds,
-            em_sets=em_sets,
-            identity_sets=identity_sets,
-        )
-        d = None
-        control_id = None
-        if control is not None and cell.regime in ("defense", "reversal", "prevention"):
-            d = deltas(rows, _rows(run, control), thresholds=thresholds, em_sets=em_sets)
-            control_id = control.id
-        stage_seconds = {}
-        for i, key in enumerate(stages_of[cell.id], start=1):
-            sd = read_done(run.stages_dir / key) or {}
-            stage_seconds[f"stage{i}"] = sd.get("timings", {}).get("total_seconds", 0.0)
-        for step in (GENERATE, JUDGE):
-            sd = read_done(run.cells_dir / cell.id / step) or {}
-            stage_seconds[step] = sd.get("seconds", 0.0)
-        ds_ids = [cell.em_dataset, *eval_ids]
-        prov = make_provenance(
-            datasets_sha256=_dataset_digests(ds_ids),
-            model_revision=cell.model.revision,
-            judge=judge_info,
-            sampling=sampling,
-            seeds={"cell": cell.seed, "bootstrap": mconf.rng_seed},
-            preset=cell.preset,
-            backend=backend,
-            metrics=mconf,
-            stage_seconds=stage_seconds,
-        )
-        result = make_result(
-            cell, metrics=metrics, provenance=prov, deltas=d, control_cell_id=control_id
-        )
-        mdir.mkdir(parents=True, exist_ok=True)
-        write_samples(mdir / "samples.jsonl", rows.generations, rows.judgements)
-        write_result(mdir / "result.json", result)
-        write_json_atomic(
-            mdir / "DONE.json", {"inputs": inputs, "seconds": round(time.time() - t0, 3)}
-        )
-        written.append(mdir / "result.json")
+        with_control = control is not None and cell.regime in ("defense", "reversal",
+                                                               "prevention")
+        cjkey = judgements[eval_of[control.id]] if with_control else None
+        inputs = {"cell": cell.id, "judgement": jkey, "control_judgement": cjkey,
+                  "code": code, "thresholds": thresholds.model_dump(mode="json")}
+        key = "metrics-" + sha256_json(inputs)[:16]
+        entry = store.entry("metrics", key)
+        if not entry.is_done(inputs):
+            with store.claim(entry, f"metrics {key}"):
+                if not entry.is_done(inputs):
+                    entry.discard("incomplete or damaged")
+                    t0 = time.time()
+                    rows = _rows(store, ev, jkey, cell.seed)
+                    spec = models.get_spec(cell.model.id)
+                    metrics = compute_metrics(
+                        rows.generations, rows.judgements, rows.choices,
+                        identity=spec.identity, thresholds=thresholds, em_sets=em_sets,
+                        identity_sets=identity_sets,
+                    )
+                    d = None
+                    if with_control:
+                        assert control is not None and cjkey is not None
+                        d = deltas(rows, _rows(store, eval_of[control.id], cjkey, control.seed),
+                                   thresholds=thresholds, em_sets=em_sets)
+                    stage_seconds = {}
+                    for i, skey in enumerate(stages_of[cell.id], start=1):
+                        sd = store.entry("stages", skey).done() or {}
+                        stage_seconds[f"stage{i}"] = sd.get("timings", {}).get("total_seconds",
+                                                                               0.0)
+                    stage_seconds[GENERATE] = (store.entry("evals", ev).done() or {}).get(
+                        "seconds", 0.0)
+                    stage_seconds[JUDGE] = (store.entry("judgements", jkey).done() or {}).get(
+                        "seconds", 0.0)
+                    prov = make_provenance(
+                        datasets_sha256=_dataset_digests([cell.em_dataset, *eval_ids]),
+                        model_revision=cell.model.revision, judge=judge_info, sampling=sampling,
+                        seeds={"cell": cell.seed, "bootstrap": mconf.rng_seed},
+                        preset=cell.preset, backend=backend, metrics=mconf,
+                        stage_seconds=stage_seconds,
+                    )
+                    result = make_result(cell, metrics=metrics, provenance=prov, deltas=d,
+                                         control_cell_id=control.id if with_control else None)
+                    tmp = entry.tmp_dir()
+                    write_samples(tmp / "samples.jsonl", rows.generations, rows.judgements)
+                    write_result(tmp / "result.json", result)
+                    entry.publish(tmp)
+                    entry.write_done(inputs, seconds=round(time.time() - t0, 3))
+        run.link(cell.id, GENERATE, store.entry("evals", ev).path)
+        run.link(cell.id, JUDGE, store.entry("judgements", jkey).path)
+        run.link(cell.id, METRICS, entry.path)
+        run.add_refs([f"judgements/{jkey}", f"metrics/{key}"])
+        written.append(run.cells_dir / cell.id / METRICS / "result.json")
     return written
 
 
-def evaluate(
-    run: Run,
-    cells: list[Cell],
-    stages_of: dict[str, list[str]],
-    *,
-    base_dir: Path,
-    preset,
-    judge_spec: str | None,
-    backend: str = "transformers",
-    echo=print,
-) -> list[Path]:
-    """Generate, judge and score every cell; return the result.json paths."""
-    from emarena.eval.judges import resolve_judge
-
-    judge, note = resolve_judge(judge_spec)
-    echo(f"judge: {judge.id}" + (" (official)" if judge.official else " (unofficial)"))
-    if note:
-        echo(f"note: {note}")
-    run.log("evaluate_start", judge=judge.id, official=judge.official)
-    templates = Templates(cells[0].suite)
-    jobs = plan_evals(run, cells, stages_of, base_dir, backend)
-    for i, job in enumerate(jobs, start=1):
-        labels = ", ".join(c.label for c in job.cells)
-        echo(f"[eval {i}/{len(jobs)}] {job.key}: {labels}")
-        run_generate(run, job, preset=preset, backend=backend, echo=echo)
-        run_judge(run, job, judge, templates, echo=echo)
-    paths = run_metrics(
-        run,
-        cells,
-        stages_of,
-        judge=judge,
-        templates=templates,
-        preset=preset,
-        backend=backend,
-        echo=echo,
-    )
-    run.log("evaluate_done", results=len(paths))
-    return paths
+# --------------------------------------------------------------------------------------------
+# reading an existing run
 
 
-def load_run_cells(run: Run) -> tuple[list[Cell], dict[str, list[str]]]:
-    """The cells of an existing run (plan order) and their stage keys."""
+def load_run_cells(run: Run) -> tuple[list[Cell], dict[str, list[str]], dict[str, str]]:
+    """The cells of an existing run (plan order), their stage keys and eval keys."""
     from emarena.errors import EmArenaError
 
     entries = run.read_cells()
@@ -506,7 +395,9 @@ def load_run_cells(run: Run) -> tuple[list[Cell], dict[str, list[str]]]:
             fix="run `emarena score` first",
         )
     cells = [Cell.model_validate(e["cell"]) for e in entries]
-    return cells, {c.id: e["stages"] for c, e in zip(cells, entries, strict=True)}
+    stages_of = {c.id: e["stages"] for c, e in zip(cells, entries, strict=True)}
+    eval_of = {c.id: e.get("eval", "") for c, e in zip(cells, entries, strict=True)}
+    return cells, stages_of, eval_of
 
 
 def rejudge(run_root: Path, judge_spec: str | None, *, echo=print) -> list[Path]:
@@ -517,39 +408,37 @@ def rejudge(run_root: Path, judge_spec: str | None, *, echo=print) -> list[Path]
     from emarena.train import get_preset
 
     run = Run(Path(run_root))
-    cells, stages_of = load_run_cells(run)
+    store = run.store()
+    cells, stages_of, eval_of = load_run_cells(run)
     judge, note = resolve_judge(judge_spec)
     echo(f"judge: {judge.id}" + (" (official)" if judge.official else " (unofficial)"))
     if note:
         echo(f"note: {note}")
     templates = Templates(cells[0].suite)
-    plan = json.loads((run.root / "plan.json").read_text())
+    plan = read_json(run.root / "plan.json") or {}
     backend = plan.get("backend", "transformers")
-    jobs = plan_evals(run, cells, stages_of, Path("."), backend)
-    ready = [j for j in jobs if read_done(j.dir(run) / GENERATE) is not None]
-    for job in jobs:
-        if job not in ready:
-            labels = ", ".join(c.label for c in job.cells)
+    ready = [k for k in dict.fromkeys(eval_of.values()) if store.entry("evals", k).is_done()]
+    for k in dict.fromkeys(eval_of.values()):
+        if k not in ready:
+            labels = ", ".join(c.label for c in cells if eval_of[c.id] == k)
             echo(f"  skipped {labels}: no complete generations (finish them with `emarena score`)")
     if not ready:
         raise EmArenaError(
             f"{run.root}: no evaluation has complete generations to re-judge",
-            where=str(run.root / "evals"),
+            where=str(store.root / "evals"),
             fix="run the original `emarena score` command (without --no-eval) first",
         )
-    for job in ready:
-        run_judge(run, job, judge, templates, echo=echo)
-    done_cells = [c for j in ready for c in j.cells]
-    preset = get_preset(cells[0].preset)
+    judgements = {k: judge_entry(store, run, k, judge, templates)["judgement"] for k in ready}
+    done_cells = [c for c in cells if eval_of[c.id] in judgements]
+    # a defense cell's deltas need its em control judged too
+    done_cells = [c for c in done_cells if c.regime in ("base", "em") or any(
+        o.regime == "em" and o.seed == c.seed and o.em_dataset == c.em_dataset
+        and o.model == c.model and eval_of[o.id] in judgements for o in cells)
+        or not any(o.regime == "em" for o in cells)]
     paths = run_metrics(
-        run,
-        done_cells,
-        stages_of,
-        judge=judge,
-        templates=templates,
-        preset=preset,
+        store, run, done_cells, stages_of=stages_of, eval_of=eval_of, judgements=judgements,
+        judge=judge, templates=templates, preset=get_preset(cells[0].preset, suite=cells[0].suite),
         backend=backend,
-        echo=echo,
     )
     write_report(run.root, echo=echo)
     return paths

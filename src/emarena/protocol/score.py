@@ -1,80 +1,28 @@
-"""`emarena score`: plan a submission's cells, train every missing stage, then evaluate.
+"""`emarena score`: a grid of one defense, through the one planner and executor.
 
-The same command, run again, resumes: finished stages are skipped (DONE.json with matching
-inputs), an interrupted stage is redone from its last durable point (e.g. SGTR's own summaries
-are kept row by row), and stages shared between cells are trained once.
+The same command, run again, resumes: the store remembers every finished stage, generation,
+judgement and metric (by content, so also those made by other runs: a second defense on the same
+model and EM dataset trains only its own stages and evaluates only its own cells), an
+interrupted step is redone from its last durable point (a stage from its start, generations and
+judgements row by row).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from emarena import settings
 from emarena.errors import ConfigError
-from emarena.protocol.cell import DEFENSE_REGIMES, Cell, DefenseRef, ModelRef, Regime
-from emarena.protocol.run import Run
-from emarena.protocol.stages import (
-    StageContext,
-    StageSpec,
-    is_done,
-    run_stage,
-    stages_for,
-    training_sha256,
-    write_json_atomic,
-)
+from emarena.protocol.cell import DEFENSE_REGIMES
+from emarena.protocol.execute import RunReport
 
-
-@dataclass
-class ScoreReport:
-    run: Path
-    cells: list[Cell]
-    stages: list[StageSpec]
-    trained: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    results: list[Path] = field(default_factory=list)
-    seconds: float = 0.0
+#: Kept for callers of the old name: `score` returns the one report type.
+ScoreReport = RunReport
 
 
 def default_run_dir(submission: str, model: str, em_dataset: str, preset: str) -> Path:
     """Deterministic, so re-running the same command resumes the same run."""
     return Path("runs") / f"{submission}__{model}__{em_dataset}__{preset}"
-
-
-def plan_cells(
-    *,
-    submission,
-    model: ModelRef,
-    em_dataset: str,
-    regimes: list[Regime],
-    seeds: list[int],
-    preset: str,
-    suite: str = settings.DEFAULT_SUITE,
-) -> list[Cell]:
-    """The defense's cells in each requested regime, plus the `base` and `em` controls."""
-    from emarena.defenses import DEFENSES
-
-    kind = DEFENSES.get(submission.defense.kind)
-    params = kind.params.model_validate(submission.defense.params).model_dump(mode="json")
-    ref = DefenseRef(
-        name=submission.name,
-        kind=submission.defense.kind,
-        params=params,
-        division=submission.division,
-        training=dict(submission.training or {}),
-        config_hash=submission.config_hash,
-    )
-    cells: list[Cell] = []
-    for seed in seeds:
-        common = dict(suite=suite, model=model, em_dataset=em_dataset, seed=seed, preset=preset)
-        cells.append(Cell(regime="base", **common))
-        cells.append(Cell(regime="em", **common))
-        if ref.kind == "none":
-            continue  # the control: its numbers are the em / base cells
-        for r in regimes:
-            cells.append(Cell(regime=r, defense=ref, **common))
-    return cells
 
 
 def check_em_dataset(em_dataset: str, *, field: str) -> None:
@@ -97,7 +45,8 @@ def check_regimes(sub, wanted: list[str], *, where: str, field: str = "--regimes
             raise ConfigError(
                 f"{field}: {r!r} is not a defense regime",
                 fix=f"use any of {', '.join(DEFENSE_REGIMES)} "
-                "(the base and em controls are always run)",
+                "(the base and em controls are always run); repeat the flag for several: "
+                "--regimes reversal --regimes prevention",
             )
         if sub.regimes and r not in sub.regimes:
             raise ConfigError(
@@ -105,48 +54,6 @@ def check_regimes(sub, wanted: list[str], *, where: str, field: str = "--regimes
                 fix=f"its regimes are {', '.join(sub.regimes)}; request one of those",
             )
     return wanted
-
-
-def plan_stages(
-    run: Run | None, cells: list[Cell], recipe_sha256: str
-) -> tuple[dict[str, StageSpec], dict[str, list[str]]]:
-    """Write every cell's cell.json (and stage links) into `run` (nothing with None: a dry
-    plan); return the unique stages in dependency order (a stage's parent always comes first)
-    and each cell's stage keys.
-
-    Stages are content-addressed, so cells that need the same training (the `em` control and
-    every reversal cell of a model, EM dataset and seed) get one stage."""
-    ordered: dict[str, StageSpec] = {}
-    stages_of: dict[str, list[str]] = {}
-    for cell in cells:
-        stages = stages_for(cell, recipe_sha256)
-        stages_of[cell.id] = [s.key for s in stages]
-        if run is not None:
-            run.write_cell(cell, stages)
-        for s in stages:
-            ordered.setdefault(s.key, s)
-    return ordered, stages_of
-
-
-def describe_stage(spec: StageSpec) -> str:
-    what = spec.em_dataset if spec.kind == "em" else spec.defense.kind  # type: ignore[union-attr]
-    after = f" after {spec.parent}" if spec.parent else ""
-    return f"{spec.key} ({spec.kind}: {what}{after})"
-
-
-def train_stages(
-    ctx: StageContext, stages: list[StageSpec], *, recipe, preset, report, echo=print
-) -> None:
-    """Train, in order, every stage of `stages` that is not done (parents come first);
-    record each key in `report.trained` or `report.skipped`."""
-    for i, spec in enumerate(stages, start=1):
-        if is_done(ctx, spec):
-            echo(f"[{i}/{len(stages)}] {describe_stage(spec)}: done, skipped")
-            report.skipped.append(spec.key)
-            continue
-        echo(f"[{i}/{len(stages)}] {describe_stage(spec)}: training")
-        run_stage(ctx, spec, recipe=recipe, preset=preset)
-        report.trained.append(spec.key)
 
 
 def score(
@@ -161,86 +68,41 @@ def score(
     judge: str | None = None,
     backend: str = "transformers",
     evaluate: bool = True,
+    suite: str = settings.DEFAULT_SUITE,
+    store: str | Path | None = None,
+    executor: str = "local",
+    address: str | None = None,
     echo=print,
-) -> ScoreReport:
+) -> RunReport:
+    """Score one submission: its cells in each regime plus the base and em controls."""
     from emarena import models
+    from emarena.protocol.grid import grid_of_one, run_grid
     from emarena.submission import load_submission
-    from emarena.train import get_preset, load_recipe
+    from emarena.train import get_preset
 
-    t0 = time.time()
     sub = load_submission(submission_path)
-    model_id = model_id or models.default_model_id()
-    mspec = models.get_spec(model_id)
+    mspec = models.get_spec(model_id or models.default_model_id())
     model_id = mspec.id  # a Hub repo id (Qwen/Qwen2.5-7B-Instruct) names its registry entry
     check_em_dataset(em_dataset, field="--em-dataset")
+    get_preset(preset_name, suite=suite)
     wanted = check_regimes(
         sub, list(regimes or sub.regimes or DEFENSE_REGIMES), where=str(submission_path)
     )
-    recipe = load_recipe()
-    preset = get_preset(preset_name)
-    seeds = seeds or [0]
-    ref = ModelRef(id=model_id, revision=mspec.revision)
-    cells = plan_cells(
-        submission=sub,
-        model=ref,
-        em_dataset=em_dataset,
-        regimes=wanted,
-        seeds=seeds,
-        preset=preset_name,
-    )
-    run = Run(Path(run_dir or default_run_dir(sub.name, model_id, em_dataset, preset_name)))
-    run.root.mkdir(parents=True, exist_ok=True)
-    rsha = training_sha256(recipe, preset)
-
-    ordered, stages_of = plan_stages(run, cells, rsha)
-    write_json_atomic(
-        run.root / "plan.json",
-        {
-            "schema_version": 1,
-            "submission": str(submission_path),
-            "submission_name": sub.name,
-            "config_hash": sub.config_hash,
-            "model": ref.model_dump(),
-            "em_dataset": em_dataset,
-            "regimes": wanted,
-            "seeds": seeds,
-            "preset": preset_name,
-            "backend": backend,
-            "cells": [c.id for c in cells],
-            "stages": list(ordered),
-        },
-    )
-    run.log("score_start", cells=len(cells), stages=len(ordered))
-    echo(f"run {run.root}: {len(cells)} cells, {len(ordered)} training stages")
-    for c in cells:
-        echo(f"  cell {c.short_id}  {c.label}")
-
-    base_dir = models.pull(model_id)
-    ctx = StageContext(stages_dir=run.stages_dir, base_model_dir=base_dir, log=run.log)
-    report = ScoreReport(run=run.root, cells=cells, stages=list(ordered.values()))
-    train_stages(
-        ctx, list(ordered.values()), recipe=recipe, preset=preset, report=report, echo=echo
-    )
-    run.log("score_trained", trained=report.trained, skipped=report.skipped)
-    echo(f"training complete: {len(report.trained)} stage(s) trained, {len(report.skipped)} reused")
-    if evaluate:
-        from emarena.eval.report import write_report
-        from emarena.protocol.evaluate import evaluate as run_evaluate
-
-        report.results = run_evaluate(
-            run,
-            cells,
-            stages_of,
-            base_dir=base_dir,
-            preset=preset,
-            judge_spec=judge,
-            backend=backend,
-            echo=echo,
-        )
-        write_report(run.root, echo=echo)
-        echo(f"report: {run.root / 'report.md'}")
-    else:
-        echo("evaluation skipped (--no-eval): no result records were written")
-    report.seconds = time.time() - t0
-    echo(f"done in {report.seconds:.0f} s; `emarena status {run.root}` shows every cell.")
-    return report
+    seeds = list(seeds or [0])
+    grid = grid_of_one(Path(submission_path), model=model_id, em_dataset=em_dataset,
+                       regimes=wanted, seeds=seeds, preset=preset_name, backend=backend,
+                       suite=suite)
+    request = {
+        "kind": "score",
+        "submission": str(submission_path),
+        "submission_name": sub.name,
+        "config_hash": sub.config_hash,
+        "model": {"id": model_id, "revision": mspec.revision},
+        "em_dataset": em_dataset,
+        "regimes": wanted,
+        "seeds": seeds,
+        "grid": grid.spec.model_dump(mode="json"),
+    }
+    run = Path(run_dir or default_run_dir(sub.name, model_id, em_dataset, preset_name))
+    return run_grid(grid, executor=executor, run_dir=run, address=address, judge=judge,
+                    evaluate=evaluate, store=store, request=request, echo=echo)

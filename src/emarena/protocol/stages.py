@@ -1,25 +1,29 @@
-"""Training stages: what a cell needs, content-addressed keys, and running one resumably.
+"""Training stages: what a cell needs, their content-addressed keys, and training one.
 
 A stage is one LoRA finetune: `em` (on the cell's EM dataset) or `defense` (on the data the
-defense's builder makes). Its key is the sha256 of everything that determines its output: the
-model, the stage it starts from (its merged weights), the data, the seed, the preset, the recipe.
-So the EM stage of (model, EM dataset, seed, preset) has one key, and every reversal cell and the
-`em` control share it; it is trained once.
+defense's builder makes). Its key is the sha256 of everything that determines its output and
+nothing else: the model, the stage it starts from, the sha256 of every data file its build reads,
+the defense's kind, params and training overrides, the seed, the number of examples and the
+training fields of the recipe and preset. So the EM stage of (model, EM dataset, seed) has one
+key, shared by the `em` control and every reversal cell, and a defense stage that never reads the
+EM dataset (SGTR's prevention stage) is the same stage for every EM dataset. It is trained once.
 
-Running a stage (the nanochat rule: "the marker is written last, so its existence means the
-stage completed"):
-  1. if `stages/<key>/DONE.json` exists and its recorded inputs equal ours: skip;
-  2. a folder without DONE.json (killed after the rename) or with other inputs is moved aside;
-  3. the training data are built in `stages/<key>.work/` (kept: a killed SGTR build resumes);
-  4. training and merging write into `stages/.<key>.tmp-<pid>/`, which is renamed into place;
-  5. DONE.json (inputs, output hashes, versions, timings) is written last, atomically.
+What a stage stores is its LoRA adapter (`adapter/`), the data it trained on (`data.jsonl`), the
+builder's record (`build.json`) and DONE.json, never merged weights: a child stage (stage 2 of a
+two-stage cell) merges its parents' adapters into the base weights in memory, in the training
+dtype, and an evaluation serves the stacked adapters (`emarena.train.adapters`).
+
+Training one stage (`train_stage`, run in a process of its own by the executor):
+  1. claim the store entry (another process training it: wait, then reuse its result);
+  2. if the entry is done with the same inputs and intact files: skip; a damaged one is discarded;
+  3. build the training data (a defense's builder; SGTR reads its summaries entry);
+  4. train into a temp folder of the store, rename it into place, write DONE.json last.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import os
 import random
 import shutil
 import time
@@ -31,6 +35,7 @@ from typing import Any, Literal
 from emarena.data.records import ChatRecord
 from emarena.errors import EmArenaError
 from emarena.protocol.cell import Cell, DefenseRef, Frozen, ModelRef, sha256_json
+from emarena.protocol.store import Store, write_json_atomic
 
 StageKind = Literal["em", "defense"]
 
@@ -39,22 +44,39 @@ class StageSpec(Frozen):
     """Everything that determines a stage's output. `key` is its content address."""
 
     kind: StageKind
-    suite: str
     model: ModelRef
-    parent: str | None
-    """Key of the stage whose merged weights this one starts from (None: the base model)."""
-    em_dataset: str
-    """The EM dataset trained (em stage) or the cell's EM dataset (defense builders may use it)."""
-    defense: DefenseRef | None
+    parents: tuple[str, ...] = ()
+    """Keys of the stages this one starts from, in order (their adapters are merged into the
+    base weights first); empty: the base model."""
+    em_dataset: str | None = None
+    """The EM dataset trained (em stage), or the cell's EM dataset when the defense's builder
+    reads it (word counting, correct domain); None when the stage does not depend on it."""
+    defense: DefenseRef | None = None
+    """The defense (name and config hash blanked: two submissions of one config share it)."""
+    suite: str | None = None
+    """Defense stages: the suite whose builders and defense settings make the data."""
+    datasets: dict[str, str] = {}
+    """sha256 of every registered dataset the stage's data come from (id -> digest)."""
+    n_examples: int
+    """Training examples (the budget, resolved)."""
     seed: int
-    preset: str
-    recipe_sha256: str
-    """`training_sha256(recipe, preset)`: a change to the recipe or to the preset's training
-    fields never reuses old weights (evaluation sizes do not invalidate training)."""
+    training_sha256: str
+    """`training_sha256(recipe, preset)`: the recipe and the preset's training fields."""
+    summaries: str | None = None
+    """Key of the summaries entry the build reads (SGTR's own summaries)."""
 
     @property
     def key(self) -> str:
         return f"{self.kind}-{sha256_json(self.model_dump(mode='json'))[:16]}"
+
+    @property
+    def parent(self) -> str | None:
+        return self.parents[-1] if self.parents else None
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """This stage's weights: its parents' keys, then its own."""
+        return (*self.parents, self.key)
 
 
 #: Preset fields that change what a training stage produces (data building included).
@@ -66,6 +88,7 @@ TRAINING_PRESET_FIELDS = frozenset(
         "gradient_accumulation_steps",
         "bf16",
         "gradient_checkpointing",
+        "padding_free",
         "sgtr_max_new_tokens",
         "max_prompt_chars",
         "device",
@@ -76,82 +99,80 @@ TRAINING_PRESET_FIELDS = frozenset(
 def training_sha256(recipe, preset) -> str:
     """sha256 of everything in recipe.yaml that training reads: the recipe minus its presets,
     and the training fields of the cell's preset."""
+    fields = set(TRAINING_PRESET_FIELDS) & set(type(preset).model_fields)
     return sha256_json(
         {
             "recipe": recipe.model_dump(mode="json", exclude={"presets"}),
-            "preset": preset.model_dump(mode="json", include=set(TRAINING_PRESET_FIELDS)),
+            "preset": preset.model_dump(mode="json", include=fields),
         }
     )
 
 
-def stages_for(cell: Cell, recipe_sha256: str) -> list[StageSpec]:
-    """The ordered training stages of `cell` (empty for `base`)."""
-    common = dict(
-        suite=cell.suite,
-        model=cell.model,
-        em_dataset=cell.em_dataset,
-        seed=cell.seed,
-        preset=cell.preset,
-        recipe_sha256=recipe_sha256,
-    )
+def dataset_digest(dataset_id: str, suite: str | None = None) -> str:
+    """One sha256 for a registered dataset: its file's, or the hash of {part: sha256}."""
+    from emarena import data, settings
 
-    def em(parent: str | None) -> StageSpec:
-        return StageSpec(kind="em", parent=parent, defense=None, **common)
+    ds = data.get_spec(dataset_id, suite or settings.DEFAULT_SUITE)
+    if len(ds.files) == 1:
+        return ds.files[0].sha256
+    return sha256_json({f.part or str(i): f.sha256 for i, f in enumerate(ds.files)})
 
-    def defense(parent: str | None) -> StageSpec:
+
+def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageSpec]:
+    """The ordered training stages of `cell` (empty for `base` and for the `none` control's
+    defense cell). `summaries_key(parents, defense) -> key | None` names the own-summaries
+    entry of a defense stage that needs one (the planner's; None: no summaries)."""
+    from emarena import data
+    from emarena.defenses import DEFENSES, defense_inputs
+
+    rsha = training_sha256(recipe, preset)
+    em_size = data.get_spec(cell.em_dataset).records or 0
+
+    def em(parents: tuple[str, ...]) -> StageSpec:
+        return StageSpec(
+            kind="em", model=cell.model, parents=parents, em_dataset=cell.em_dataset,
+            datasets={cell.em_dataset: dataset_digest(cell.em_dataset)},
+            n_examples=preset.budget.n_examples("em", em_dataset_size=em_size),
+            seed=cell.seed, training_sha256=rsha,
+        )
+
+    def defense(parents: tuple[str, ...]) -> StageSpec:
         assert cell.defense is not None
-        # The defense stage is keyed on what changes its output (kind, params, training
-        # overrides), not on the submission's name or metadata: two submissions of the same
-        # config share the stage.
+        kind = DEFENSES.get(cell.defense.kind)
+        # Keyed on what changes its output (kind, params, training overrides), not on the
+        # submission's name or metadata: two submissions of the same config share the stage.
         d = cell.defense.model_copy(update={"name": cell.defense.kind, "config_hash": "-"})
-        return StageSpec(kind="defense", parent=parent, defense=d, **common)
+        reads = defense_inputs(kind, cell.defense.params, cell.em_dataset, cell.suite)
+        skey = summaries_key(parents, cell) if (kind.needs_model and summaries_key) else None
+        return StageSpec(
+            kind="defense", model=cell.model, parents=parents,
+            em_dataset=cell.em_dataset if kind.reads_em_dataset else None,
+            defense=d, suite=cell.suite,
+            datasets={i: dataset_digest(i, cell.suite) for i in sorted(reads)},
+            n_examples=preset.budget.n_examples("defense", em_dataset_size=em_size),
+            seed=cell.seed, training_sha256=rsha, summaries=skey,
+        )
 
     if cell.regime == "base":
         return []
     if cell.regime == "em":
-        return [em(None)]
+        return [em(())]
     if cell.defense is None or cell.defense.kind == "none":
         # The control defense has no stage: its defense/reversal/prevention cells equal em/base.
-        return [] if cell.regime == "defense" else [em(None)]
+        return [] if cell.regime == "defense" else [em(())]
     if cell.regime == "defense":
-        return [defense(None)]
+        return [defense(())]
     if cell.regime == "reversal":
-        s1 = em(None)
-        return [s1, defense(s1.key)]
+        s1 = em(())
+        return [s1, defense(s1.chain)]
     if cell.regime == "prevention":
-        s1 = defense(None)
-        return [s1, em(s1.key)]
+        s1 = defense(())
+        return [s1, em(s1.chain)]
     raise ValueError(f"unknown regime {cell.regime!r}")
 
 
 # --------------------------------------------------------------------------------------------
-# Running one stage
-
-
-@dataclass
-class StageContext:
-    """What `run_stage` needs from the run: folders, the base model, logging."""
-
-    stages_dir: Path
-    base_model_dir: Path
-    log: Any
-    """Callable(event: str, **fields) appending to the run's events.jsonl."""
-    build_batch_size: int = 8
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)  # never leave a half-written temp file behind
-        if e.filename is None:
-            e.filename = str(path)
-        raise
+# Disk-full errors
 
 
 #: errno values meaning the disk is full (or a quota / this process's file-size limit is hit).
@@ -176,191 +197,182 @@ def storage_error(what: str, e: BaseException, folder: Path) -> StorageError:
     return StorageError(
         f"{what}: the disk is full ({reason}) while writing {target}",
         where=[str(target)],
-        fix=f"free space on the disk that holds {folder} (`df -h {folder}`), or give --run a "
-        "folder on a disk with room; then rerun the same command (finished work is kept, "
-        "the unfinished step starts again)",
+        fix=f"free space on the disk that holds {folder} (`df -h {folder}`, `emarena store "
+        "gc`), or point EMARENA_STORE at a disk with room; then rerun the same command "
+        "(finished work is kept, the unfinished step starts again)",
     )
 
 
-def read_done(stage_dir: Path) -> dict | None:
-    p = stage_dir / "DONE.json"
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError:
-        return None
+# --------------------------------------------------------------------------------------------
+# Training one stage (the body of a `train` task)
 
 
-def _tree_hashes(folder: Path) -> dict[str, str]:
-    from emarena.data.fetch import sha256_file
-
-    return {
-        str(p.relative_to(folder)): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != "DONE.json"
-    }
+@dataclass
+class StageResult:
+    key: str
+    trained: bool
+    seconds: float = 0.0
+    reason: str = ""
 
 
-def _inputs(spec: StageSpec, parent_done: dict | None) -> dict[str, Any]:
-    return {
-        "stage": spec.model_dump(mode="json"),
-        "parent_outputs_sha256": sha256_json(parent_done["outputs"]) if parent_done else None,
-    }
+def stage_inputs(store: Store, spec: StageSpec) -> dict[str, Any]:
+    """What DONE.json must record for the entry to be reused: the spec and its parents'
+    outputs (a parent retrained differently never passes for the old one)."""
+    parents = {}
+    for k in spec.parents:
+        done = store.entry("stages", k).done()
+        parents[k] = sha256_json(done["outputs"]) if done else None
+    return {"stage": spec.model_dump(mode="json"), "parents": parents}
 
 
-def stage_dir(ctx: StageContext, spec: StageSpec) -> Path:
-    return ctx.stages_dir / spec.key
-
-
-def is_done(ctx: StageContext, spec: StageSpec) -> bool:
-    parent_done = read_done(ctx.stages_dir / spec.parent) if spec.parent else None
-    if spec.parent and parent_done is None:
+def is_done(store: Store, spec: StageSpec) -> bool:
+    if any(not store.entry("stages", k).is_done() for k in spec.parents):
         return False
-    done = read_done(stage_dir(ctx, spec))
-    return done is not None and done.get("inputs") == _inputs(spec, parent_done)
+    return store.entry("stages", spec.key).is_done(stage_inputs(store, spec))
 
 
-def build_stage_data(spec: StageSpec, start_dir: Path, work_dir: Path, preset) -> list[ChatRecord]:
+def build_stage_data(
+    spec: StageSpec, store: Store, base_dir: Path, work_dir: Path, preset
+) -> list[ChatRecord]:
     """The training records of a stage: the EM dataset, or the defense builder's output."""
     from emarena import data
 
     if spec.kind == "em":
+        assert spec.em_dataset is not None
         rows = [r for r in data.load(spec.em_dataset) if isinstance(r, ChatRecord)]
         rng = random.Random(spec.seed)
         rng.shuffle(rows)
-        return rows[: preset.budget.n_examples("em", em_dataset_size=len(rows))]
+        return rows[: spec.n_examples]
 
     from emarena.defenses import DEFENSES
     from emarena.defenses.base import BuildContext
+    from emarena.registry import import_ref
 
     assert spec.defense is not None
     kind = DEFENSES.get(spec.defense.kind)
     params = kind.params.model_validate(spec.defense.params)
-    # The budget: the same number of examples for every defense (recipe.yaml, `budget`).
-    n_em = preset.budget.n_examples(
-        "defense", em_dataset_size=data.get_spec(spec.em_dataset).records or 0
-    )
+    if kind.builder is None:
+        raise ValueError(f"defense kind {kind.name!r} has no training stage")
     ctx = BuildContext(
         em_dataset=spec.em_dataset,
-        n_examples=n_em,
+        n_examples=spec.n_examples,
         seed=spec.seed,
         model_id=spec.model.id,
-        model_dir=start_dir,
+        model_dir=base_dir,
         work_dir=work_dir,
         max_new_tokens=preset.sgtr_max_new_tokens,
         max_prompt_chars=preset.max_prompt_chars,
         exclude_ids=frozenset(),
+        summaries_dir=store.entry("summaries", spec.summaries).path if spec.summaries else None,
     )
-    if kind.builder is None:
-        raise ValueError(f"defense kind {kind.name!r} has no training stage")
-    from emarena.registry import import_ref
-
     return import_ref(kind.builder)(params, ctx)
 
 
-def run_stage(ctx: StageContext, spec: StageSpec, *, recipe, preset) -> Path:
-    """Make sure `spec`'s outputs exist; train them if not. Returns the stage folder."""
-    final = stage_dir(ctx, spec)
-    parent_done = None
-    start_dir = ctx.base_model_dir
-    if spec.parent:
-        parent = ctx.stages_dir / spec.parent
-        parent_done = read_done(parent)
-        if parent_done is None:
-            raise RuntimeError(f"stage {spec.key} needs {spec.parent}, which is not done")
-        start_dir = parent / "merged"
-    inputs = _inputs(spec, parent_done)
+def train_stage(
+    store: Store, spec: StageSpec, *, base_dir: Path, recipe, preset, log, progress=None
+) -> StageResult:
+    """Make sure `spec`'s entry exists; train it if not (claimed, so once across processes)."""
+    entry = store.entry("stages", spec.key)
+    for k in spec.parents:
+        ok, why = store.entry("stages", k).check()
+        if not ok:
+            raise EmArenaError(
+                f"stage {spec.key} starts from stage {k}, which is not usable ({why})",
+                where=str(store.entry("stages", k).path),
+                fix="rerun the same command: the parent stage is trained first",
+            )
 
-    done = read_done(final)
-    if done is not None and done.get("inputs") == inputs:
-        ctx.log("stage_skip", stage=spec.key, reason="done")
-        return final
-    if final.exists():
-        # Killed between rename and DONE.json, or made from other inputs: never trust it.
-        aside = final.with_name(f"{final.name}.stale-{int(time.time())}")
-        os.replace(final, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-        ctx.log("stage_discard", stage=spec.key, reason="incomplete or stale")
+    def waiting(owner: dict) -> None:
+        log("stage_wait", stage=spec.key, owner=f"{owner.get('pid')}@{owner.get('host')}")
 
-    ctx.stages_dir.mkdir(parents=True, exist_ok=True)
-    for old in ctx.stages_dir.glob(f".{spec.key}.tmp-*"):
-        shutil.rmtree(old, ignore_errors=True)  # leftovers of a killed attempt
-    running = ctx.stages_dir / f"{spec.key}.running.json"
-    failed = ctx.stages_dir / f"{spec.key}.failed.json"
-    failed.unlink(missing_ok=True)
-    write_json_atomic(running, {"pid": os.getpid(), "started": time.time(), "kind": spec.kind})
-    tmp = ctx.stages_dir / f".{spec.key}.tmp-{os.getpid()}"
+    with store.claim(entry, f"train {spec.key}", on_wait=waiting):
+        inputs = stage_inputs(store, spec)
+        ok, why = entry.check(inputs)
+        if ok:
+            log("stage_skip", stage=spec.key, reason="done")
+            return StageResult(spec.key, False, reason="done")
+        if entry.path.exists():
+            log("stage_discard", stage=spec.key, reason=why)
+            entry.discard(why)
+        return _train(store, spec, entry, inputs, base_dir=base_dir, recipe=recipe,
+                      preset=preset, log=log, progress=progress)
+
+
+def _train(store, spec, entry, inputs, *, base_dir, recipe, preset, log, progress) -> StageResult:
+    from emarena.train import train_lora
+
+    tmp = entry.tmp_dir()
     t0 = time.time()
     try:
-        from emarena.train import merge_lora, train_lora
-
-        work = ctx.stages_dir / f"{spec.key}.work"
-        work.mkdir(exist_ok=True)
-        ctx.log("stage_build_start", stage=spec.key)
-        records = build_stage_data(spec, start_dir, work, preset)
+        log("stage_build_start", stage=spec.key)
+        records = build_stage_data(spec, store, base_dir, tmp / "build", preset)
         t_build = time.time() - t0
-        tmp.mkdir()
-        try:
-            with open(tmp / "data.jsonl", "w") as f:
-                for r in records:
-                    f.write(r.model_dump_json() + "\n")
-        except OSError as e:
-            if e.filename is None:
-                e.filename = str(final / "data.jsonl")
-            raise
-        ctx.log("stage_train_start", stage=spec.key, n_examples=len(records))
+        with open(tmp / "data.jsonl", "w") as f:
+            for r in records:
+                f.write(r.model_dump_json() + "\n")
+        build = tmp / "build" / "build.json"
+        if build.exists():
+            build.replace(tmp / "build.json")
+        shutil.rmtree(tmp / "build", ignore_errors=True)
+        log("stage_train_start", stage=spec.key, n_examples=len(records))
         overrides = spec.defense.training if (spec.defense and spec.kind == "defense") else None
+        parents = [store.entry("stages", k).path / "adapter" for k in spec.parents]
         report = train_lora(
-            start_dir,
-            records,
-            tmp / "adapter",
-            recipe=recipe,
-            preset=preset,
-            seed=spec.seed,
-            n_examples=len(records),
-            overrides=overrides or None,
+            base_dir, records, tmp / "adapter", recipe=recipe, preset=preset, seed=spec.seed,
+            n_examples=len(records), overrides=overrides or None, parents=parents,
+            progress=progress,
         )
-        merge_lora(start_dir, tmp / "adapter", tmp / "merged")
-        os.replace(tmp, final)
+        entry.publish(tmp)
         from emarena import __version__
 
-        write_json_atomic(
-            final / "DONE.json",
-            {
-                "schema_version": 1,
-                "key": spec.key,
-                "inputs": inputs,
-                "outputs": _tree_hashes(final),
-                "n_examples": len(records),
-                "timings": {
-                    "build_seconds": round(t_build, 3),
-                    "train_seconds": round(getattr(report, "train_seconds", 0.0), 3),
-                    "total_seconds": round(time.time() - t0, 3),
-                },
-                "emarena_version": __version__,
-                "finished": time.time(),
+        entry.write_done(
+            inputs,
+            n_examples=len(records),
+            timings={
+                "build_seconds": round(t_build, 3),
+                "train_seconds": round(report.train_seconds, 3),
+                "total_seconds": round(time.time() - t0, 3),
             },
+            tokens={"trained": report.n_tokens, "loss": report.n_loss_tokens},
+            device=report.device,
+            emarena_version=__version__,
         )
-        ctx.log("stage_done", stage=spec.key, seconds=round(time.time() - t0, 3))
-        return final
+        log("stage_done", stage=spec.key, seconds=round(time.time() - t0, 3))
+        return StageResult(spec.key, True, seconds=time.time() - t0)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)  # first: on a full disk this frees the space
         try:
-            write_json_atomic(
-                failed,
-                {
-                    "error": f"{type(e).__name__}: {e}",
-                    "traceback": traceback.format_exc(),
-                    "time": time.time(),
-                },
-            )
-            ctx.log("stage_failed", stage=spec.key, error=f"{type(e).__name__}: {e}")
+            log("stage_failed", stage=spec.key, error=f"{type(e).__name__}: {e}",
+                traceback=traceback.format_exc()[-4000:])
         except OSError:
             pass  # the disk is still full: the error raised below says what happened
         if is_no_space(e):
-            raise storage_error(f"stage {spec.key}", e, ctx.stages_dir) from e
+            raise storage_error(f"stage {spec.key}", e, store.root) from e
         raise
     finally:
-        running.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_data(store: Store, key: str) -> list[dict]:
+    """A trained stage's data.jsonl rows (for tests and reports)."""
+    path = store.entry("stages", key).path / "data.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = [
+    "NO_SPACE",
+    "StageResult",
+    "StageSpec",
+    "StorageError",
+    "build_stage_data",
+    "dataset_digest",
+    "is_done",
+    "is_no_space",
+    "read_data",
+    "stage_inputs",
+    "stages_for",
+    "storage_error",
+    "train_stage",
+    "training_sha256",
+    "write_json_atomic",
+]

@@ -84,6 +84,8 @@ class TrainReport(BaseModel):
     overrides: dict[str, Any]
     """Open-division overrides applied (empty for the closed division)."""
     base_dir: str
+    parents: list[str] = []
+    """Adapters folded into the base before this stage trained (empty: the base itself)."""
     versions: dict[str, str]
     """Python and the training libraries."""
 
@@ -211,13 +213,17 @@ def build_trainer(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
+    parents: Sequence[Path] = (),
 ) -> tuple[trl.SFTTrainer, dict[str, int]]:
-    """The `SFTTrainer` for `records` (all of them) on the model in `base_dir`, and the
-    tokenization stats. `train_lora` uses it; tests inspect the labels it will train on."""
+    """The `SFTTrainer` for `records` (all of them) on the model in `base_dir` with the
+    `parents` adapters folded in (in memory, in order), and the tokenization stats.
+    `train_lora` uses it; tests inspect the labels it will train on."""
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTTrainer
+
+    from emarena.train.adapters import load_base_with_parents
 
     from emarena.train.config import build_configs
 
@@ -237,8 +243,10 @@ def build_trainer(
     rows, stats = _prepare_examples(tokenizer, records, preset.max_seq_length)
     dataset = datasets.Dataset.from_list(rows)
 
-    model = AutoModelForCausalLM.from_pretrained(
-        base_dir, dtype=torch.bfloat16 if preset.bf16 else torch.float32
+    model = load_base_with_parents(
+        base_dir, [Path(p) for p in parents],
+        dtype=torch.bfloat16 if preset.bf16 else torch.float32,
+        device="cuda:0" if preset.device == "cuda" else None,
     )
     trainer = SFTTrainer(
         model=model,
@@ -263,9 +271,13 @@ def train_lora(
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
     callbacks: Sequence[Any] = (),
+    parents: Sequence[Path] = (),
 ) -> TrainReport:
     """Train one LoRA stage on the first `n_examples` of `records` (in the given order; the
     caller shuffled them with the cell seed) and save the adapter into `out_dir`.
+
+    `parents`: adapters of earlier stages, folded into the base weights in memory (in order)
+    before a fresh LoRA is trained on top (stage 2 of a cell); nothing merged is written.
 
     `n_examples`: None = all of `records`; the caller resolves the budget with
     `preset.budget.n_examples(stage, em_dataset_size=...)`. Fewer records than that is a
@@ -289,6 +301,7 @@ def train_lora(
     trainer, stats = build_trainer(
         base_dir, records, out_dir, recipe=recipe, preset=preset, seed=seed,
         overrides=overrides, progress=progress, callbacks=[recorder, *callbacks],
+        parents=parents,
     )
     model = trainer.model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -298,8 +311,8 @@ def train_lora(
     trainer.train()
     t_train = time.perf_counter()
 
+    # The adapter only: the tokenizer is the base model's (a LoRA never changes it).
     model.save_pretrained(out_dir)
-    trainer.processing_class.save_pretrained(out_dir)
     device = str(next(model.parameters()).device)
     report_fields = dict(
         n_examples=n,
@@ -318,6 +331,7 @@ def train_lora(
         recipe=effective.model_dump(mode="json", exclude={"presets"}),
         overrides=dict(overrides or {}),
         base_dir=str(base_dir),
+        parents=[str(p) for p in parents],
         versions=_versions(),
         **stats,
     )

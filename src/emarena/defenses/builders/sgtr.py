@@ -6,11 +6,13 @@ Interventions Can Control Emergent Misalignment", release github.com/atagade/sgt
 
 1. take the first `n_articles` XSUM articles in a seeded order (minus `ctx.exclude_ids`, minus
    articles the other source did not summarise);
-2. the model entering the defense stage (`ctx.model_dir`: the base model, or the merged EM
-   weights in the reversal regime) writes its own summary of each, greedily, with the seed
-   release's summary prompt (dataset `sgtr-summary-prompts`). The summaries are appended to
-   `ctx.work_dir/own_summaries.jsonl` one row per article as they are made, so a killed build
-   resumes where it stopped and a rerun generates nothing;
+2. the model entering the defense stage (the base model, or the EM stage's weights in the
+   reversal regime) writes its own summary of each, greedily, with the seed release's summary
+   prompt (dataset `sgtr-summary-prompts`). A generation task does this before the build, with
+   the run's backend (vLLM on a GPU), into a summaries entry of the store keyed by (model state,
+   corpus, prompt, settings, backend): one row per article, appended as they are made, so a
+   killed task resumes where it stopped and every defense that needs the same summaries (SGTR
+   and its corrupted controls) reads them without generating again (`generate_summaries`);
 3. each article gives two detection examples, the own summary first and second, against the
    other source's summary (`xsum-summaries`, part `params.other_source`); the target is the
    position of the own summary ("1" / "2"). The corrupted control points the target at the other
@@ -24,9 +26,6 @@ with these constants and compares.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -144,144 +143,66 @@ def select_articles(
 
 
 # --------------------------------------------------------------------------------------------
-# Own summaries: generated once, appended per article, resumed after a kill
+# Own summaries: generated once per (model state, corpus, settings) by a generation task, read
+# here
 # --------------------------------------------------------------------------------------------
-
-
-def _row_key(system: str, user: str, max_new_tokens: int) -> str:
-    """Identifies the generation request; a cached row is reused only if its key matches."""
-    blob = json.dumps([system, user, max_new_tokens, "greedy"], ensure_ascii=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def read_own_summaries(path: Path) -> tuple[dict[str, dict[str, Any]], int, bool]:
-    """Rows of `own_summaries.jsonl` by article id, how many lines were unreadable, and whether
-    the file is clean (every line readable and newline-terminated).
-
-    A line cut short by a kill is unreadable; the caller rewrites an unclean file without it
-    before appending, so the next row never lands on the same line.
-    """
-    rows: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return rows, 0, True
-    text = path.read_text(encoding="utf-8", errors="replace")
-    bad = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if (isinstance(obj, dict) and isinstance(obj.get("article_id"), str)
-                and isinstance(obj.get("summary"), str) and isinstance(obj.get("key"), str)):
-            rows[obj["article_id"]] = obj
-        else:
-            bad += 1
-    return rows, bad, bad == 0 and (not text or text.endswith("\n"))
-
-
-def _rewrite(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _load_model(model_dir: Path) -> tuple[Any, Any]:
-    """The model entering the defense stage, from its folder (torch imported here only)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from emarena.models.load import resolve_device
-
-    device = resolve_device(None)
-    dtype = (torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported()
-             else torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    model.to(device)
-    model.eval()
-    return model, tokenizer
 
 
 def summary_requests(
     articles: list[Article], corpus: str, ctx: BuildContext
-) -> tuple[str, dict[str, tuple[str, str]]]:
-    """(system prompt, {article id: (user prompt, cache key)}) for the own-summary generation.
-
-    The cache key covers everything that determines the greedy answer besides the model (system
-    and user prompt, max_new_tokens), so a cached row made under other settings is not reused.
-    `work_dir` belongs to one model (the protocol keys it by the stage's inputs).
-    """
+) -> tuple[str, str, dict[str, str]]:
+    """(system prompt, user template, {article id: article text as shown}) of the own-summary
+    generation: the seed release's summary prompt, each article cut to `max_prompt_chars`."""
     system, template = summary_prompt(corpus)
-    requests = {}
-    for a in articles:
-        user = template.replace("{article}", a.text[: ctx.max_prompt_chars])
-        requests[a.id] = (user, _row_key(system, user, ctx.max_new_tokens))
-    return system, requests
+    return system, template, {a.id: a.text[: ctx.max_prompt_chars] for a in articles}
+
+
+def planned_articles(params: Any, ctx: BuildContext) -> tuple[list[Article], str]:
+    """The articles this build pairs (seeded selection) and their corpus: what the summaries
+    task must summarise before the build runs."""
+    n = n_articles_for(params, ctx)
+    articles, _, _ = select_articles(params, ctx, n)
+    return articles, getattr(params, "corpus", "xsum")
+
+
+def generate_summaries(params: Any, ctx: BuildContext, backend: Any,
+                       progress: bool | None = None) -> dict[str, int]:
+    """The summaries task: the model's own summary of every planned article, appended to the
+    summaries entry (`ctx.summaries_dir`) one row per article; rows already there are kept.
+    `backend` is an `emarena.eval.backends` generator of the model entering the stage."""
+    from emarena.eval.choice import OWN_SUMMARIES, own_summaries
+    from emarena.eval.rows import OwnSummary, RowStore
+
+    assert ctx.summaries_dir is not None
+    articles, corpus = planned_articles(params, ctx)
+    system, template, texts = summary_requests(articles, corpus, ctx)
+    _, stats = own_summaries(
+        backend, system, template, articles, texts, max_new_tokens=ctx.max_new_tokens,
+        store=RowStore(Path(ctx.summaries_dir) / OWN_SUMMARIES, OwnSummary), progress=progress,
+    )
+    return stats
 
 
 def own_summaries(
     articles: list[Article], corpus: str, ctx: BuildContext
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """The model's own summary of each article (cached in work_dir), and generation counts."""
-    system, requests = summary_requests(articles, corpus, ctx)
-    work = Path(ctx.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / OWN_SUMMARIES
-    cached, bad, clean = read_own_summaries(path)
-    stale = [aid for aid, r in cached.items() if aid in requests and r["key"] != requests[aid][1]]
-    if not clean or stale:
-        keep = [r for aid, r in cached.items() if aid not in stale]
-        _rewrite(path, keep)
-        cached = {r["article_id"]: r for r in keep}
-    done = {aid: r["summary"] for aid, r in cached.items()
-            if aid in requests and r["key"] == requests[aid][1]}
-    counts = {"cached": len(done), "generated": 0, "dropped_unreadable": bad,
-              "dropped_stale": len(stale)}
+    """The model's own summary of each article, read from the summaries entry (made by the
+    summaries task with the run's generation backend), and counts."""
+    from emarena.eval.choice import OWN_SUMMARIES, read_own_summaries
 
-    missing = {a.id for a in articles if a.id not in done}
+    system, template, texts = summary_requests(articles, corpus, ctx)
+    folder = Path(ctx.summaries_dir) if ctx.summaries_dir is not None else None
+    done = read_own_summaries(folder / OWN_SUMMARIES if folder else None, system, template,
+                              texts, ctx.max_new_tokens)
+    missing = [a.id for a in articles if a.id not in done]
     if missing:
-        if ctx.model_dir is None or not Path(ctx.model_dir).is_dir():
-            raise ModelError(
-                "SGTR must generate the model's own summaries, but the build has no model "
-                "folder",
-                where=str(ctx.model_dir),
-                fix="pass the folder of the model entering the defense stage as "
-                "BuildContext.model_dir",
-            )
-        from emarena.generate import hf
-
-        model, tokenizer = _load_model(Path(ctx.model_dir))
-        # Batches follow the selection order (already-cached articles left out), so a resumed
-        # build batches the remaining articles as the uninterrupted build would have.
-        with open(path, "a", encoding="utf-8") as f:
-            order = [a.id for a in articles]
-            for start in range(0, len(order), ctx.batch_size):
-                batch = [aid for aid in order[start : start + ctx.batch_size] if aid in missing]
-                if not batch:
-                    continue
-                convs = [[{"role": "system", "content": system},
-                          {"role": "user", "content": requests[aid][0]}] for aid in batch]
-                outs = hf.generate_chat(
-                    model, tokenizer, convs, max_new_tokens=ctx.max_new_tokens,
-                    temperature=0.0, seed=ctx.seed, batch_size=ctx.batch_size,
-                )
-                for aid, text in zip(batch, outs, strict=True):
-                    summary = text.strip()
-                    f.write(json.dumps({"article_id": aid, "summary": summary,
-                                        "key": requests[aid][1]}, ensure_ascii=False) + "\n")
-                    f.flush()
-                    done[aid] = summary
-                os.fsync(f.fileno())
-                counts["generated"] += len(batch)
-    return done, counts
+        raise ModelError(
+            f"SGTR needs the model's own summaries of {len(articles)} articles, and "
+            f"{len(missing)} are not in its summaries entry (e.g. article {missing[0]})",
+            where=str(folder),
+            fix="rerun the same command: the summaries task generates them before the build",
+        )
+    return done, {"cached": len(done), "generated": 0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +268,7 @@ def _build(params: Any, ctx: BuildContext, mode: str) -> list[ChatRecord]:
         "params": params_dict(params),
         "seed": ctx.seed,
         "model_id": ctx.model_id,
-        "model_dir": str(ctx.model_dir) if ctx.model_dir is not None else None,
+        "summaries_entry": Path(ctx.summaries_dir).name if ctx.summaries_dir else None,
         "corpus": corpus,
         "other_source": getattr(params, "other_source", "claude-21"),
         "max_new_tokens": ctx.max_new_tokens,

@@ -91,7 +91,7 @@ class TransformersGenerator(Generator):
         dtype: str | None = None,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from emarena.models.load import _torch_dtype, resolve_device
 
@@ -105,10 +105,6 @@ class TransformersGenerator(Generator):
         self.merge_adapter = merge_adapter
 
         tok = AutoTokenizer.from_pretrained(self.model_dir)
-        tok.padding_side = "left"
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        self.tokenizer = tok
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype)
         if self.adapter_dir is not None:
             from peft import PeftModel
@@ -117,13 +113,40 @@ class TransformersGenerator(Generator):
             if merge_adapter:
                 model = model.merge_and_unload()
         model.to(self.device)
+        self._setup(model, tok, torch)
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, *, batch_size: int = 8
+                    ) -> TransformersGenerator:
+        """A backend around a model and tokenizer already in memory (the local judge's)."""
+        import torch
+
+        self = cls.__new__(cls)
+        self.model_dir = Path(getattr(model, "name_or_path", "") or ".")
+        self.adapter_dir = None
+        self.device = str(next(model.parameters()).device)
+        self.dtype = next(model.parameters()).dtype
+        self.batch_size = self.chunk_size = batch_size
+        self.merge_adapter = False
+        self._setup(model, tokenizer, torch, keep_generation_config=True)
+        return self
+
+    def _setup(self, model: Any, tok: Any, torch: Any, *, keep_generation_config: bool = False
+               ) -> None:
+        from transformers import GenerationConfig
+
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        self.tokenizer = tok
         model.eval()
         self.eos_ids = _eos_ids(model.generation_config, tok)
-        # Nothing of generation_config.json may reach generate(): see the module docstring.
-        neutral = GenerationConfig(eos_token_id=self.eos_ids, pad_token_id=tok.pad_token_id,
-                                   bos_token_id=tok.bos_token_id)
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        inner.generation_config = neutral
+        if not keep_generation_config:
+            # Nothing of generation_config.json may reach generate(): see the module docstring.
+            neutral = GenerationConfig(eos_token_id=self.eos_ids, pad_token_id=tok.pad_token_id,
+                                       bos_token_id=tok.bos_token_id)
+            inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+            inner.generation_config = neutral
         self.model = model
         self._torch = torch
 

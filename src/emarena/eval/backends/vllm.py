@@ -83,6 +83,7 @@ class VllmGenerator(Generator):
         tensor_parallel_size: int = 1,
         chunk_size: int = 2048,
         enforce_eager: bool = False,
+        enable_lora: bool | None = None,
         **llm_kwargs: Any,
     ):
         try:
@@ -116,8 +117,11 @@ class VllmGenerator(Generator):
         if self.adapter_dir is not None:
             r = _adapter_rank(self.adapter_dir)
             if r is not None and r > rank:
-                rank = next((k for k in _VLLM_LORA_RANKS if k >= r), r)
+                rank = r
+        # vLLM accepts only some ranks for max_lora_rank: the next one up.
+        rank = next((k for k in _VLLM_LORA_RANKS if k >= rank), rank)
         self.max_lora_rank = rank
+        lora_on = self.adapter_dir is not None if enable_lora is None else enable_lora
         self.options = {
             "device": self.device, "seed": seed, "dtype": dtype, "max_lora_rank": rank,
             "gpu_memory_utilization": gpu_memory_utilization, "max_model_len": max_model_len,
@@ -127,7 +131,7 @@ class VllmGenerator(Generator):
         kwargs: dict[str, Any] = dict(
             model=str(self.model_dir),
             tokenizer=str(self.model_dir),
-            enable_lora=self.adapter_dir is not None,
+            enable_lora=lora_on,
             seed=seed,
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -137,14 +141,39 @@ class VllmGenerator(Generator):
             generation_config="vllm",
             **llm_kwargs,
         )
-        if self.adapter_dir is not None:
+        if lora_on:
             kwargs["max_lora_rank"] = rank
             kwargs["max_loras"] = 1
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         self.llm = LLM(**kwargs)
-        self.lora = (LoRARequest("emarena-adapter", 1, str(self.adapter_dir))
-                     if self.adapter_dir is not None else None)
+        self._lora_ids: dict[str, int] = {}
+        self._LoRARequest = LoRARequest
+        self.lora = self._request(self.adapter_dir) if self.adapter_dir is not None else None
+
+    def _request(self, adapter_dir: Path) -> Any:
+        """The LoRA request of an adapter folder (one id per folder, for vLLM's LoRA cache)."""
+        path = str(Path(adapter_dir).resolve())
+        lid = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
+        return self._LoRARequest(f"emarena-{lid}", lid, path)
+
+    def with_adapter(self, adapter_dir: str | Path | None) -> VllmGenerator:
+        """This engine serving `adapter_dir` (a LoRA request) or the base model (None): a view
+        sharing the loaded model, so one evaluation job serves all of its model states."""
+        import copy
+
+        if adapter_dir is not None:
+            r = _adapter_rank(Path(adapter_dir))
+            if r is not None and r > self.max_lora_rank:
+                raise ModelError(
+                    f"adapter {adapter_dir} has rank {r}, above this engine's max_lora_rank "
+                    f"{self.max_lora_rank}",
+                    fix="start the engine with the largest rank of the job's adapters",
+                )
+        view = copy.copy(self)
+        view.adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
+        view.lora = self._request(Path(adapter_dir)) if adapter_dir is not None else None
+        return view
 
     def describe(self) -> dict[str, Any]:
         from importlib import metadata

@@ -126,10 +126,10 @@ class HFJudge:
 
     def render(self, prompt: str) -> str:
         """The judge prompt as one user turn, through the chat template, ready for the answer."""
-        from emarena.generate import render_prompts
+        from emarena.eval.prompts import render_chat
 
         _, tok = self.load()
-        return render_prompts(tok, [[{"role": "user", "content": prompt}]])[0]
+        return render_chat(tok, [{"role": "user", "content": prompt}])
 
     # -- scoring ------------------------------------------------------------------------------
 
@@ -164,18 +164,18 @@ class HFJudge:
 
     def extract(self, requests: Sequence[JudgeRequest]) -> list[JudgeResult]:
         """Greedy answer of up to `extraction_max_tokens` tokens; `label` is its first line."""
-        from emarena.generate import generate_chat
+        from emarena.eval.backends.hf import TransformersGenerator
 
         requests = list(requests)
         check_unique_keys(requests)
         if not requests:
             return []
         model, tok = self.load()
-        texts = generate_chat(
-            model, tok, [[{"role": "user", "content": r.prompt}] for r in requests],
-            max_new_tokens=self.extraction_max_tokens, temperature=0.0, seed=0,
-            batch_size=self.batch_size,
-        )
+        gen = TransformersGenerator.from_loaded(model, tok, batch_size=self.batch_size)
+        texts = [c.text for c in gen.complete(
+            [self.render(r.prompt) for r in requests], seeds=[0] * len(requests),
+            max_new_tokens=self.extraction_max_tokens, temperature=0.0, top_p=1.0,
+        )]
         results = []
         for req, text in zip(requests, texts, strict=True):
             label = normalise_label(text)

@@ -489,6 +489,11 @@ class WorkerConfig:
     """Wait between polls of an empty queue (loop mode)."""
     scorer: Scorer | None = None
     """The scoring function; None: `emarena.protocol.score.score`."""
+    judge: str | None = None
+    """Judge spec for the scorer; None: its default."""
+    store: Path | None = None
+    """The shared store (None: EMARENA_STORE or the cache's): every request of every worker
+    on it reuses what any run already trained, generated or judged."""
 
 
 @dataclass
@@ -594,6 +599,7 @@ def process(cfg: WorkerConfig, req: Request, echo: Callable[[str], Any] = print)
                 f"run__{cfg.model or 'default-model'}__{cfg.em_dataset}__{cfg.preset}"
             )
             scorer = cfg.scorer or load_scorer(DEFAULT_SCORER)
+            extra = {k: v for k, v in (("judge", cfg.judge), ("store", cfg.store)) if v}
             report = scorer(
                 sub_dir,
                 model_id=cfg.model,
@@ -603,6 +609,7 @@ def process(cfg: WorkerConfig, req: Request, echo: Callable[[str], Any] = print)
                 preset_name=cfg.preset,
                 run_dir=run_dir,
                 echo=log,
+                **extra,
             )
             cells = [c.id for c in getattr(report, "cells", [])] or None
             pub = hub.publish_run(

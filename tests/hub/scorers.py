@@ -125,17 +125,18 @@ def quick_score(
     The judge is official exactly when the preset is "paper", so `--preset paper` gives
     official results and `--preset cpu-demo` unofficial ones (as the real pipeline would).
     """
-    from emarena.protocol.score import plan_cells
+    from emarena.protocol.plan import cells_for
     from emarena.submission import load_submission
 
     sub = load_submission(submission_path)
-    cells = plan_cells(
+    cells = cells_for(
         submission=sub,
         model=ModelRef(id=model_id or MODEL.id, revision=MODEL.revision),
         em_dataset=em_dataset,
         regimes=list(regimes or sub.regimes),
         seeds=list(seeds or [0]),
         preset=preset_name,
+        suite="v1",
     )
     run = Path(run_dir)
     for cell in cells:

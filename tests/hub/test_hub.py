@@ -26,7 +26,7 @@ from emarena import hub, queue
 from emarena.cli.main import main
 from emarena.errors import ConfigError
 from emarena.eval.result import load_result
-from emarena.protocol.score import plan_cells
+from emarena.protocol.plan import cells_for
 from emarena.submission import SubmissionError, load_submission
 from tests.hub import scorers
 from tests.hub.conftest import FAKE_TOKEN, token_leaks
@@ -53,13 +53,14 @@ def make_run(
 ) -> tuple[Path, list]:
     """A run folder with every planned cell finished (synthetic, schema-valid results)."""
     sub = load_submission(copy_submission(tmp_path, name))
-    cells = plan_cells(
+    cells = cells_for(
         submission=sub,
         model=scorers.MODEL,
         em_dataset="insecure",
         regimes=list(regimes),
         seeds=[0],
         preset=preset,
+        suite="v1",
     )
     run = tmp_path / "runs" / f"{name}__{preset}__{official_judge}"
     for c in cells:

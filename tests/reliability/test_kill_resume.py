@@ -1,11 +1,12 @@
 """Kill and resume: SIGKILL `emarena score` in every phase, rerun, and get the same results.
 
 One smoke run of the word-counting defense (reversal only: an EM stage, then the defense stage
-on its merged weights; cells base, em and reversal), judged by the deterministic
-OpenAI-compatible server on 127.0.0.1, is killed with SIGKILL at seeded random points:
+on the EM stage's weights; cells base, em and reversal), in a fresh store, judged by the
+deterministic OpenAI-compatible server on 127.0.0.1, is killed with SIGKILL at seeded random
+points (the training and generation tasks run in processes of their own, which die with it):
 
   data building     between a stage's `stage_build_start` and `stage_train_start`
-  stage 1 training  the EM stage's training and merge (`stage_train_start` .. `stage_done`)
+  stage 1 training  the EM stage's training (`stage_train_start` .. `stage_done`)
   stage 2 training  the defense stage's, on the stage-1 weights
   generation        `generate_start` .. `generate_done` (model load included)
   judging           `judge_start` .. `judge_done` (HTTP calls in flight)
@@ -16,7 +17,7 @@ OpenAI-compatible server on 127.0.0.1, is killed with SIGKILL at seeded random p
 The kills are chained in ONE run (kill in a phase, rerun the same command, kill in the next
 phase, ...; the final rerun completes), `pick(ci=1, full=3)` kill points per phase; where a
 kill lands is read back from the run's events.jsonl (each process's own events, by pid) and
-from the DONE.json files on disk, and counts for the phase it landed in. After every kill:
+from the DONE.json files in the store, and counts for the phase it landed in. After every kill:
   - every output is absent or complete: JSON files parse, every JSONL line parses (a torn
     last line, which the row stores drop, is tolerated right after a kill but never after a
     rerun), every DONE.json's recorded hashes match its files, a result.json validates;
@@ -26,6 +27,10 @@ DONE when it started. At the end the result records (metrics, deltas, provenance
 and creation time), the sample answers with their judge scores, every row file and every stage
 output hash equal those of an uninterrupted reference run with the same seeds, and the Hub
 repo holds the same files as the reference's, committed once.
+
+The reference reuses the session's trained stages (the `canonical` fixture trained the same
+word-counting reversal stages: same seeds, same threads), so it only evaluates; the killed run
+trains everything itself in its own store.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from pathlib import Path
 import pytest
 
 from emarena.protocol.run import read_events
-from tests.conftest import REPO, scratch_dir
+from tests.conftest import REPO, TEST_EM, scratch_dir, seed_store
 from tests.reliability.figures import pick
 
 pytestmark = pytest.mark.slow
@@ -79,7 +84,8 @@ RUN_TIMEOUT_S = 1800
 
 @dataclass
 class Workspace:
-    """A run folder with its own cache (own judgement cache; the model cache is shared)."""
+    """A run folder with its own store and cache (own judgement cache; the model cache is
+    shared)."""
 
     root: Path
     env: dict[str, str]
@@ -88,11 +94,15 @@ class Workspace:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
     def score_cmd(self, judge: str) -> list[str]:
         return [
             sys.executable, "-m", "emarena", "score", str(SUBMISSION),
-            "--preset", "smoke", "--em-dataset", "insecure", "--regimes", "reversal",
-            "--run", str(self.run), "--judge", judge,
+            "--preset", "smoke", "--em-dataset", TEST_EM, "--regimes", "reversal",
+            "--run", str(self.run), "--judge", judge, "--store", str(self.store),
         ]  # fmt: skip
 
     def publish_cmd(self, repo: str) -> list[str]:
@@ -106,21 +116,32 @@ def stage_order(run: Path) -> list[str]:
     return json.loads((run / "plan.json").read_text())["stages"]
 
 
+def store_of(run: Path) -> Path:
+    return Path(json.loads((run / "plan.json").read_text())["store"])
+
+
 def n_evals(run: Path) -> int:
     """Evaluations of the plan: one per distinct weights (base, stage-1, stage-2 weights)."""
-    return len(stage_order(run)) + 1
+    return len(json.loads((run / "plan.json").read_text())["evals"])
 
 
 def all_judged(run: Path) -> bool:
-    done = list(run.glob("evals/*/judge/*/DONE.json"))
-    return (run / "plan.json").exists() and len(done) >= n_evals(run)
+    if not (run / "plan.json").exists():
+        return False
+    done = list(store_of(run).glob("judgements/*/DONE.json"))
+    return len(done) >= n_evals(run)
+
+
+def by_driver(run: Path, pid: int) -> list[dict]:
+    """The events of one `emarena score` process and of the tasks it started."""
+    return [e for e in read_events(run) if e.get("driver", e.get("pid")) == pid]
 
 
 def phase_of(run: Path, pid: int) -> str:
     """The phase process `pid` is in, from its own last event and the DONE files on disk."""
-    ev = [e for e in read_events(run) if e.get("pid") == pid]
+    ev = [e for e in by_driver(run, pid) if e["event"] not in ("task_start", "stage_wait")]
     last = ev[-1]["event"] if ev else None
-    if last in (None, "score_start"):
+    if last in (None, "run_start"):
         return "startup"
     if last == "stage_build_start":
         return "data building"
@@ -131,14 +152,15 @@ def phase_of(run: Path, pid: int) -> str:
         return "generation"
     if last == "judge_start":
         return "judging"
-    if last in ("judge_done", "evaluate_start", "evaluate_done") and all_judged(run):
+    if last in ("judge_done", "judge_skip", "run_trained") and all_judged(run):
         return "metrics"
     return "between"
 
 
-def phase_durations(run: Path, exit_time: float) -> dict[str, float]:
-    """How long each phase took in an uninterrupted run (the shortest occurrence)."""
-    ev = read_events(run)
+def phase_durations(run: Path, exit_time: float, trained: list[Path]) -> dict[str, float]:
+    """How long each phase took in an uninterrupted run (the shortest occurrence); the
+    training phases from the runs that trained the same stages (`trained`)."""
+    ev = sorted([e for r in [run, *trained] for e in read_events(r)], key=lambda e: e["time"])
     first = stage_order(run)[0]
     spans: dict[str, list[float]] = {p: [] for p in PHASES}
     opened: dict[str, tuple[str, float]] = {}
@@ -155,10 +177,10 @@ def phase_durations(run: Path, exit_time: float) -> dict[str, float]:
             spans[p].append(t - t0)
         elif name in ("generate_start", "judge_start"):
             opened[name] = ("generation" if name == "generate_start" else "judging", t)
-        elif name in ("generate_done", "judge_done"):
+        elif name in ("generate_done", "judge_done") and name.replace("done", "start") in opened:
             p, t0 = opened.pop(name.replace("done", "start"))
             spans[p].append(t - t0)
-    last_judge = max(e["time"] for e in ev if e["event"] == "judge_done")
+    last_judge = max(e["time"] for e in read_events(run) if e["event"] == "judge_done")
     spans["metrics"].append(exit_time - last_judge)
     assert all(spans.values()), f"the reference run lacks a phase: {spans}"
     return {p: min(v) for p, v in spans.items()}
@@ -168,20 +190,24 @@ def phase_durations(run: Path, exit_time: float) -> dict[str, float]:
 # integrity of what is on disk
 
 
-def _visible(p: Path, run: Path) -> bool:
-    """An output (not scratch: hidden temp files and folders, stale stage folders)."""
-    rel = p.relative_to(run).parts
-    return not any(part.startswith(".") or ".stale-" in part for part in rel)
+def _visible(p: Path, root: Path) -> bool:
+    """An output (not scratch: hidden temp files, the store's tmp/ and claims/)."""
+    rel = p.relative_to(root).parts
+    return not any(part.startswith(".") for part in rel) and rel[0] not in ("tmp", "claims")
 
 
 def check_integrity(run: Path, *, after_kill: bool) -> list[str]:
-    """Problems with the outputs on disk (empty: every output is absent or complete)."""
+    """Problems with the outputs on disk, in the run folder and its store (empty: every
+    output is absent or complete)."""
     from emarena.eval.result import load_result
-    from emarena.protocol.stages import _tree_hashes
+    from emarena.protocol.store import Store
 
     problems: list[str] = []
-    for p in sorted(run.rglob("*")):
-        if not p.is_file() or not _visible(p, run):
+    store = store_of(run)
+    files = [(p, run) for p in sorted(run.rglob("*"))] + [(p, store) for p in
+                                                          sorted(store.rglob("*"))]
+    for p, root in files:
+        if p.is_symlink() or not p.is_file() or not _visible(p, root):
             continue
         if p.suffix == ".json":
             try:
@@ -191,25 +217,27 @@ def check_integrity(run: Path, *, after_kill: bool) -> list[str]:
         elif p.suffix == ".jsonl":
             data = p.read_bytes()
             complete, _, tail = data.rpartition(b"\n")
-            if tail and not after_kill and p.name != "events.jsonl":
+            if tail and not after_kill and "events" not in str(p.relative_to(root)):
                 problems.append(f"{p}: a torn last line survived a rerun")
-            if p.name == "events.jsonl":
+            if "events" in str(p.relative_to(root)):
                 continue  # a log, not an output: its reader skips a line torn by a kill
             for i, line in enumerate(complete.split(b"\n") if complete else [], start=1):
                 try:
                     json.loads(line)
                 except json.JSONDecodeError:
                     problems.append(f"{p}:{i}: a line that does not parse")
-    for done in run.glob("stages/*/DONE.json"):
-        recorded = json.loads(done.read_text())["outputs"]
-        if _tree_hashes(done.parent) != recorded:
-            problems.append(f"{done}: recorded hashes do not match the stage's files")
-    for done in run.glob("evals/*/generate/DONE.json"):
+    s = Store(store)
+    for entry in s.entries():
+        if entry.done() is not None:
+            ok, why = entry.check()
+            if not ok:
+                problems.append(f"{entry.path}: DONE.json, but {why}")
+    for done in store.glob("evals/*/DONE.json"):
         stats = json.loads(done.read_text())["stats"]["generations"]
         rows = (done.parent / "generations.jsonl").read_bytes().count(b"\n")
         if rows < stats["rows"]:
             problems.append(f"{done}: {rows} generations on disk, {stats['rows']} recorded")
-    for done in run.glob("cells/*/metrics/DONE.json"):
+    for done in store.glob("metrics/*/DONE.json"):
         load_result(done.parent / "result.json")  # raises with the file's problems
         if not (done.parent / "samples.jsonl").is_file():
             problems.append(f"{done.parent}: DONE.json without samples.jsonl")
@@ -217,28 +245,25 @@ def check_integrity(run: Path, *, after_kill: bool) -> list[str]:
 
 
 def done_files(run: Path) -> dict[str, bytes]:
-    """Every DONE.json of the run (stages, generation, judging, metrics) -> its bytes."""
+    """Every DONE.json of the run's store (stages, generation, judging, metrics) -> bytes."""
+    store = store_of(run)
     return {
-        str(p.relative_to(run)): p.read_bytes()
-        for p in run.rglob("DONE.json")
-        if _visible(p, run)
+        str(p.relative_to(store)): p.read_bytes()
+        for p in store.rglob("DONE.json")
+        if _visible(p, store)
     }
 
 
 def redone_steps(run: Path, pid: int, done_at_start: dict[str, bytes]) -> list[str]:
-    """Steps process `pid` started although they were DONE when it started."""
+    """Steps process `pid` (and its tasks) started although they were DONE when it started."""
     out = []
-    for e in read_events(run):
-        if e.get("pid") != pid:
-            continue
+    for e in by_driver(run, pid):
         if e["event"] in ("stage_build_start", "stage_train_start"):
             rel = f"stages/{e['stage']}/DONE.json"
         elif e["event"] == "generate_start":
-            rel = f"evals/{e['eval']}/generate/DONE.json"
+            rel = f"evals/{e['eval']}/DONE.json"
         elif e["event"] == "judge_start":
-            from emarena.protocol.evaluate import judge_slug
-
-            rel = f"evals/{e['eval']}/judge/{judge_slug(e['judge'])}/DONE.json"
+            rel = f"judgements/{e['judgement']}/DONE.json"
         else:
             continue
         if rel in done_at_start:
@@ -263,7 +288,8 @@ def normalized_result(r: dict) -> dict:
 
 
 #: Stage files that differ between two runs of the same stage by design: timings, and the
-#: base model's path (each run has its own cache folder) with peft's unordered module list.
+#: base model's path (each run has its own cache folder) with peft's unordered module list;
+#: build.json names the summaries entry (none for word counting) and the work folder.
 RUN_SPECIFIC = {"adapter/README.md", "adapter/train_report.json", "adapter/adapter_config.json"}
 
 
@@ -349,9 +375,13 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(workspace, judge, hub) -> Reference:
-    """The uninterrupted run (and publish) with the same seeds."""
+def reference(workspace, judge, hub, canonical) -> Reference:
+    """The uninterrupted run (and publish) with the same seeds: its stages are the session's
+    (the canonical word-counting reversal run trained them), so it evaluates only."""
     ws = workspace("reference")
+    wc = canonical.runs["word-counting"]
+    seed_store(canonical.store, ws.store,
+               [f"stages/{k}" for k in json.loads((wc / "plan.json").read_text())["stages"]])
     out = subprocess.run(
         ws.score_cmd(judge), cwd=REPO, env=ws.env, capture_output=True, text=True,
         timeout=RUN_TIMEOUT_S,
@@ -364,7 +394,9 @@ def reference(workspace, judge, hub) -> Reference:
         timeout=300,
     )  # fmt: skip
     assert pub.returncode == 0, pub.stdout[-3000:] + pub.stderr[-3000:]
-    return Reference(ws, phase_durations(ws.run, exit_time), len(hub.state.requests) - n0)
+    assert "training complete: 0 stage(s) trained" in out.stdout
+    durations = phase_durations(ws.run, exit_time, list(canonical.runs.values()))
+    return Reference(ws, durations, len(hub.state.requests) - n0)
 
 
 @dataclass
@@ -462,10 +494,11 @@ def test_sigkill_in_every_phase_then_rerun_equals_an_uninterrupted_run(
     problems = check_integrity(run, after_kill=False)
     assert not problems, problems
     ref = reference.ws.run
+    ref_store, got_store = reference.ws.store, ws.store
     lost: Counter = Counter()
     dup: Counter = Counter()
     for i, key in enumerate(stage_order(ref), start=1):
-        a, b = ref / "stages" / key, run / "stages" / key
+        a, b = ref_store / "stages" / key, got_store / "stages" / key
         ref_data = (a / "data.jsonl").read_text().splitlines()
         got_data = (b / "data.jsonl").read_text().splitlines() if b.exists() else []
         lost["data building"] += len(set(ref_data) - set(got_data))
@@ -482,12 +515,12 @@ def test_sigkill_in_every_phase_then_rerun_equals_an_uninterrupted_run(
         ]
         dup[f"stage {i} training"] += len(finished) - 1
     for kind, phase in (
-        ("generate/generations.jsonl", "generation"),
-        ("generate/choices.jsonl", "generation"),
-        ("judge/*/judgements.jsonl", "judging"),
+        ("evals/*/generations.jsonl", "generation"),
+        ("evals/*/choices.jsonl", "generation"),
+        ("judgements/*/judgements.jsonl", "judging"),
     ):
-        for ref_file in sorted(ref.glob(f"evals/*/{kind}")):
-            got_file = run / ref_file.relative_to(ref)
+        for ref_file in sorted(ref_store.glob(kind)):
+            got_file = got_store / ref_file.relative_to(ref_store)
             ref_rows = {r["id"]: r for r in rows_of(ref_file)}
             got_list = rows_of(got_file)
             got_rows = {r["id"]: r for r in got_list}

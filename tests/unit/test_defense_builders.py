@@ -34,6 +34,7 @@ from emarena.errors import ConfigError, ModelError
 
 def ctx_for(tmp_path: Path, em: str = "insecure", n: int = 40, seed: int = 0,
             **kw) -> BuildContext:
+    kw.setdefault("summaries_dir", tmp_path / f"summaries-{em}-{n}-{seed}")
     return BuildContext(em_dataset=em, n_examples=n, seed=seed, model_id="smollm2-135m-q4",
                         model_dir=None, work_dir=tmp_path / f"work-{em}-{n}-{seed}", **kw)
 
@@ -312,16 +313,18 @@ def test_sgtr_article_choice_is_seeded_and_excludes(mirror, tmp_path):
 
 
 def _fake_own_cache(ctx: BuildContext, params: SgtrParams) -> dict[str, str]:
-    """Write own_summaries.jsonl as a finished generation would have, with made-up text."""
-    n = sgtr.n_articles_for(params, ctx)
-    articles, _, _ = sgtr.select_articles(params, ctx, n)
-    _, requests = sgtr.summary_requests(articles, "xsum", ctx)
-    Path(ctx.work_dir).mkdir(parents=True, exist_ok=True)
+    """Fill the summaries entry as the summaries task would have, with made-up text."""
+    from emarena.eval.choice import request_key
+    from emarena.eval.rows import OwnSummary, RowStore
+
+    articles, corpus = sgtr.planned_articles(params, ctx)
+    system, template, texts = sgtr.summary_requests(articles, corpus, ctx)
     own = {a.id: f"OWN summary of {a.id}." for a in articles}
-    with open(Path(ctx.work_dir) / sgtr.OWN_SUMMARIES, "w", encoding="utf-8") as f:
-        for aid, text in own.items():
-            f.write(json.dumps({"article_id": aid, "summary": text,
-                                "key": requests[aid][1]}) + "\n")
+    store = RowStore(Path(ctx.summaries_dir) / sgtr.OWN_SUMMARIES, OwnSummary)
+    for aid, text in own.items():
+        key = request_key(system, template.replace("{article}", texts[aid]), ctx.max_new_tokens)
+        store.append(OwnSummary(id=f"{aid}#{key}", article_id=aid, summary=text, key=key,
+                                n_tokens=5, finish_reason="stop", backend="test"))
     return own
 
 
@@ -400,8 +403,8 @@ def test_sgtr_corrupted_random_is_balanced_and_seeded(mirror, tmp_path):
         {r.id: r.messages[-1].content for r in runs[1]}
 
 
-def test_sgtr_without_model_or_cache_is_a_clear_error(mirror, tmp_path):
-    with pytest.raises(ModelError, match="model_dir"):
+def test_sgtr_without_its_summaries_is_a_clear_error(mirror, tmp_path):
+    with pytest.raises(ModelError, match="own summaries of 2 articles, and 2 are not"):
         sgtr.build_sgtr(SgtrParams(), ctx_for(tmp_path, n=4))
 
 

@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 
 from emarena.errors import ConfigError
-from emarena.protocol.grid import grids_dir, load_grid, plan_grid
+from emarena.protocol.grid import grids_dir, load_grid
+from emarena.protocol.plan import make_plan, write_view
+from emarena.protocol.run import Run
+from emarena.protocol.store import Store
 from tests.conftest import REPO
+
+
+def plan_grid(grid, run_dir: Path, write: bool = True, store: Path | None = None):
+    plan = make_plan(grid, store=Store(store or run_dir.parent / "store"))
+    plan.run = Run(run_dir)
+    if write:
+        write_view(plan, plan.run)
+    return plan
 
 SMOKE = """\
 schema_version: 1
@@ -42,13 +53,19 @@ def error_of(path: Path) -> str:
 
 def test_shipped_grids_load_and_plan():
     smoke = plan_grid(load_grid(grids_dir() / "smoke.yaml"), Path("unused"), write=False)
-    assert len(smoke.cells) == 6 and len(smoke.stages) == 7
+    assert len(smoke.cells) == 6 and len(smoke.stages) == 7 and len(smoke.evals) == 6
+    assert len(smoke.summaries) == 2  # SGTR's own summaries: the base model's, the EM model's
     assert smoke.device == "cpu" and smoke.threads == 2
     paper = plan_grid(load_grid(grids_dir() / "paper.yaml"), Path("unused"), write=False)
     # 4 models x 2 EM datasets x 3 seeds x (base + em + 6 defenses x 2 regimes)
     assert len(paper.cells) == 4 * 2 * 3 * (2 + 6 * 2)
-    # per (model, EM, seed): 1 EM stage + 6 x (defense, defense-after-EM, EM-after-defense)
-    assert len(paper.stages) == 4 * 2 * 3 * (1 + 6 * 3)
+    # per (model, seed): per EM dataset 1 EM stage + 6 x (defense-after-EM, EM-after-defense),
+    # and the 6 defense stages of prevention, of which sgtr, sgtr-corrupted, sgtr-random and
+    # general-knowledge read no EM data and are shared by both EM datasets (4 x 2 - 4 fewer)
+    per_model_seed = 2 * (1 + 6 * 2) + (2 * 6 - 4)
+    assert len(paper.stages) == 4 * 3 * per_model_seed
+    # evaluations: the base model once per seed, not once per EM dataset
+    assert len(paper.evals) == len(paper.cells) - 4 * 3
     assert paper.device == "cuda" and paper.resources.num_gpus == 1
 
 
@@ -67,12 +84,16 @@ def test_plan_dedupes_cells_and_stages_across_defenses(tmp_path):
     keys = list(plan.stages)
     for s in plan.stages.values():  # parents come first
         assert s.parent is None or keys.index(s.parent) < keys.index(s.key)
-    # the plan is written: plan.json lists every cell, each cell folder links its stages
+    # the plan is written: plan.json lists every cell, each cell folder links into the store
     written = json.loads((plan.run.root / "plan.json").read_text())
+    assert written["schema_version"] == 2
     assert written["cells"] == [c.id for c in plan.cells] and written["stages"] == keys
     for c in reversal:
         link = plan.run.root / "cells" / c.id / "stage1"
         assert link.is_symlink() and link.readlink().name == em_key
+        assert link.resolve().parent == (plan.store.root / "stages").resolve()
+    refs = json.loads((plan.run.root / "refs.json").read_text())["entries"]
+    assert {f"stages/{k}" for k in keys} <= set(refs)
 
 
 def test_two_models_and_seeds_multiply_and_share_nothing(tmp_path):
@@ -81,7 +102,7 @@ def test_two_models_and_seeds_multiply_and_share_nothing(tmp_path):
     )
     plan = plan_grid(load_grid(write(tmp_path, text)), tmp_path / "run", write=False)
     assert len(plan.cells) == 2 * 2 * 6 and len(plan.stages) == 2 * 2 * 7
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
 
 
 @pytest.mark.parametrize(

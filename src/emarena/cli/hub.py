@@ -92,6 +92,12 @@ def worker(
         "--scorer",
         help="module:attr of the scoring function (default: the benchmark's `score`).",
     ),
+    judge: str = typer.Option(
+        None, "--judge", help="openai[:MODEL[@BASE_URL]] or hf[:MODEL] (default: the reference "
+        "API judge when OPENAI_API_KEY is set, else a local hf judge, unofficial)."),
+    store: Path = typer.Option(
+        None, "--store", help="The shared store (default: EMARENA_STORE, else <cache>/store): "
+        "what any request or run already trained or evaluated is reused."),
 ) -> None:
     """Claim queued submissions oldest first, score them, publish, mark FINISHED or FAILED."""
     from emarena.queue import WorkerConfig, default_worker_id, load_scorer, work
@@ -111,6 +117,8 @@ def worker(
         max_attempts=max_attempts,
         poll_s=poll_s,
         scorer=load_scorer(scorer),
+        judge=judge,
+        store=store,
     )
     typer.echo(f"worker {cfg.worker_id}: requests {requests}, results {results}")
     for o in work(cfg, once=once, echo=_echo):

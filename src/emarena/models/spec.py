@@ -111,6 +111,33 @@ class Identity(_Frozen):
     """Other names that count as the same identity (e.g. another product name)."""
 
 
+class Architecture(_Frozen):
+    """The model's shape, from its config.json: sizes adapters, memory and compute estimates."""
+
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    """MLP width (gate/up projections' output)."""
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab: int = Field(gt=0)
+
+    def lora_params(self, r: int, modules: tuple[str, ...]) -> int:
+        """Parameters of a rank-`r` LoRA on `modules` (the recipe's targets) in every layer."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        shapes = {  # (in, out) of each projection
+            "q_proj": (self.hidden, q), "k_proj": (self.hidden, kv), "v_proj": (self.hidden, kv),
+            "o_proj": (q, self.hidden), "gate_proj": (self.hidden, self.intermediate),
+            "up_proj": (self.hidden, self.intermediate),
+            "down_proj": (self.intermediate, self.hidden),
+        }
+        return self.layers * sum(r * sum(shapes[m]) for m in modules if m in shapes)
+
+    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+
 class ModelSpec(_Frozen):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     """Registry id, used on the command line, in cells and as the cache folder name."""
@@ -122,6 +149,8 @@ class ModelSpec(_Frozen):
     """SPDX id where one exists, else the Hub's licence tag (e.g. `llama3.1`)."""
     parameters: float = Field(gt=0)
     """Total parameters in billions, as stated on the model card (rounded)."""
+    architecture: Architecture | None = None
+    """Shape from config.json (for estimates and memory requests only)."""
     chat_template: str
     """Notes on the chat template: format, what it inserts on its own, switches it takes."""
     default_system_prompt: str | None

@@ -73,6 +73,7 @@ def _payload(plan: Plan, run: Run, executor: str, **extra: Any) -> dict[str, Any
         "backend": plan.backend,
         "threads": plan.threads,
         "executor": executor,
+        "driver": os.getpid(),
         **extra,
     }
 
@@ -144,12 +145,7 @@ def execute(
     """Run `plan` (train, generate, judge, score) with `executor`; resumable."""
     from emarena import models
 
-    if executor not in EXECUTORS:
-        raise ConfigError(f"--executor {executor!r} is not an executor",
-                          fix=f"use {' or '.join(EXECUTORS)}")
-    if executor == "local" and address:
-        raise ConfigError("--address is only for --executor ray",
-                          fix="drop --address or add --executor ray")
+    check_executor(executor, address)
     t0 = time.time()
     store = plan.store
     report = RunReport(run=run.root, cells=plan.cells, stages=list(plan.stages))
@@ -219,6 +215,20 @@ def execute(
     return report
 
 
+def check_executor(executor: str, address: str | None) -> None:
+    """Refuse a bad --executor / --address before anything is planned or written."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor!r} is not an executor",
+                          fix=f"use {' or '.join(EXECUTORS)}")
+    if executor == "local" and address:
+        raise ConfigError("--address is only for --executor ray",
+                          fix="drop --address or add --executor ray")
+    if executor == "ray" and address and address.count(":") == 1 and "://" not in address:
+        from emarena.protocol.ray_executor import check_reachable
+
+        check_reachable(address)  # ray.init retries an unreachable address for minutes
+
+
 def agreement_line(judge_id: str) -> str:
     """The judge's measured agreement with the reference judge, if a calibration exists."""
     try:
@@ -266,6 +276,7 @@ def _local(plan, run, todo, eval_todo, judge, templates, judged, report, echo) -
                             for k in plan.summary_stages[s.summaries]]))
         echo(f"[{i}/{len(todo)}] {describe_stage(s)}: training")
         task = f"train-{s.key}"
+        run.clear_failure(task)
         try:
             out = run_task("train", _payload(plan, run, "local",
                                              stage=s.model_dump(mode="json")))

@@ -264,10 +264,11 @@ def run_grid(
     echo=print,
 ):
     """Plan, train what is missing, evaluate every cell and write the report (resumable)."""
-    from emarena.protocol.execute import execute
+    from emarena.protocol.execute import check_executor, execute
     from emarena.protocol.plan import make_plan, write_view
     from emarena.protocol.store import Store
 
+    check_executor(executor, address)
     plan = make_plan(grid, store=Store.open(store), request=request)
     check_device(plan)
     run = Run(Path(run_dir or default_run_dir(run_root, grid)).absolute())

@@ -158,12 +158,8 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
     """Plan every cell of `grid` (an `emarena.protocol.grid.Grid`) against `store`."""
     from emarena import models
     from emarena.submission import load_submission
-    from emarena.train import get_preset, load_recipe
 
     spec = grid.spec
-    suite = spec.suite
-    recipe = load_recipe(suite)
-    preset = get_preset(spec.preset, suite=suite)
     subs = [load_submission(d) for d in grid.defense_dirs]
     cells: dict[str, Cell] = {}
     for name in spec.models:
@@ -173,9 +169,29 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
             for sub in subs:
                 for c in cells_for(submission=sub, model=ref, em_dataset=em,
                                    regimes=list(spec.regimes), seeds=list(spec.seeds),
-                                   preset=spec.preset, suite=suite):
+                                   preset=spec.preset, suite=spec.suite):
                     cells.setdefault(c.id, c)
+    plan = plan_for_cells(
+        list(cells.values()), store=store, backend=spec.backend, resources=spec.resources,
+        request=request or {"kind": "grid", "grid_file": str(grid.path),
+                            "grid": spec.model_dump(mode="json")},
+    )
+    plan.submissions = {s.name: str(d) for s, d in zip(subs, grid.defense_dirs, strict=True)}
+    return plan
 
+
+def plan_for_cells(cells: list[Cell], *, store: Store, backend: str = "transformers",
+                   resources: Any = None, request: dict[str, Any] | None = None) -> Plan:
+    """The stages, summaries and evaluations of `cells` (one suite and preset), deduplicated."""
+    from emarena.train import get_preset, load_recipe
+
+    if not cells:
+        raise ValueError("nothing to plan: no cells")
+    suite, preset_name = cells[0].suite, cells[0].preset
+    if any((c.suite, c.preset) != (suite, preset_name) for c in cells):
+        raise ValueError("one plan holds cells of one suite and one preset")
+    recipe = load_recipe(suite)
+    preset = get_preset(preset_name, suite=suite)
     summaries: dict[str, SummariesSpec] = {}
     prompts_sha = dataset_digest("sgtr-summary-prompts", suite)
 
@@ -183,7 +199,7 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
         corpus = (cell.defense.params.get("corpus") if cell.defense else None) or "xsum"
         s = SummariesSpec(model=cell.model, weights=parents, corpus=corpus,
                           prompts_sha256=prompts_sha, max_new_tokens=preset.sgtr_max_new_tokens,
-                          max_prompt_chars=preset.max_prompt_chars, backend=spec.backend)
+                          max_prompt_chars=preset.max_prompt_chars, backend=backend)
         summaries.setdefault(s.key, s)
         return s.key
 
@@ -193,14 +209,14 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
     eval_of: dict[str, str] = {}
     sizes = preset.model_dump(mode="json", include=set(EVAL_PRESET_FIELDS))
     esha = eval_suite_sha256(suite)
-    for cell in cells.values():
+    for cell in cells:
         chain = stages_for(cell, recipe=recipe, preset=preset, summaries_key=summaries_key)
         stages_of[cell.id] = [s.key for s in chain]
         for s in chain:
             stages.setdefault(s.key, s)
         ev = EvalSpec(model=cell.model, weights=chain[-1].chain if chain else (),
-                      seed=cell.seed, suite=suite, eval_sha256=esha, preset=spec.preset,
-                      sizes=sizes, backend=spec.backend)
+                      seed=cell.seed, suite=suite, eval_sha256=esha, preset=preset_name,
+                      sizes=sizes, backend=backend)
         evals.setdefault(ev.key, ev)
         eval_of[cell.id] = ev.key
     summary_stages: dict[str, list[str]] = {}
@@ -208,15 +224,16 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
         if s.summaries:
             summary_stages.setdefault(s.summaries, []).append(s.key)
     device = "cuda" if preset.device.startswith("cuda") else "cpu"
-    resources = getattr(spec.resources, device)
+    if resources is None:
+        from emarena.protocol.grid import Resources
+
+        resources = Resources()
+    res = getattr(resources, device)
     return Plan(
-        store=store, suite=suite, preset=spec.preset, backend=spec.backend,
-        request=request or {"kind": "grid", "grid_file": str(grid.path),
-                            "grid": spec.model_dump(mode="json")},
-        cells=list(cells.values()), stages=stages, summaries=summaries,
-        summary_stages=summary_stages, evals=evals, stages_of=stages_of, eval_of=eval_of,
-        device=device, threads=resources.num_cpus, resources=resources,
-        submissions={s.name: str(d) for s, d in zip(subs, grid.defense_dirs, strict=True)},
+        store=store, suite=suite, preset=preset_name, backend=backend,
+        request=request or {"kind": "cells"}, cells=list(cells), stages=stages,
+        summaries=summaries, summary_stages=summary_stages, evals=evals, stages_of=stages_of,
+        eval_of=eval_of, device=device, threads=res.num_cpus, resources=res,
     )
 
 

@@ -57,13 +57,29 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
         ) from None
 
 
-def runtime_env() -> dict[str, Any]:
+def package_for_workers(tmp: Path) -> Path:
+    """This emarena, laid out as its wheel is (the suite under `emarena/benchmark/`), in `tmp`:
+    what `py_modules` ships, so a node runs exactly the driver's code and suite."""
+    import shutil
+
     import emarena
+    from emarena import settings
+
+    src = Path(emarena.__file__).parent
+    out = tmp / "emarena"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    bench = settings.benchmark_root()
+    if not (out / "benchmark").exists():
+        shutil.copytree(bench, out / "benchmark",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return out
+
+
+def runtime_env(tmp: Path) -> dict[str, Any]:
     from emarena.protocol.execute import env_for_tasks
 
     env = {**env_for_tasks(), "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
-    pkg = Path(emarena.__file__).parent
-    return {"py_modules": [str(pkg)], "env_vars": env}
+    return {"py_modules": [str(package_for_workers(tmp))], "env_vars": env}
 
 
 def run_on_ray(plan, run, todo, eval_todo, judge, templates, judged, report, *, address, echo
@@ -76,6 +92,8 @@ def run_on_ray(plan, run, todo, eval_todo, judge, templates, judged, report, *, 
             "--executor ray needs the `ray` package, which is not installed",
             fix="pip install 'emarena[ray]'",
         ) from None
+    import tempfile
+
     from emarena.protocol.execute import (
         _judge_in_driver,
         _payload,
@@ -86,13 +104,13 @@ def run_on_ray(plan, run, todo, eval_todo, judge, templates, judged, report, *, 
         summaries_needed,
     )
 
-    if address and address.count(":") == 1 and "://" not in address:
-        check_reachable(address)  # ray.init retries an unreachable address for minutes
     res = plan.resources
+    shipped = tempfile.TemporaryDirectory(prefix="emarena-ray-")
     try:
         ray.init(address=address or "auto", log_to_driver=False, configure_logging=False,
-                 runtime_env=runtime_env())
+                 runtime_env=runtime_env(Path(shipped.name)))
     except (ConnectionError, RuntimeError, ValueError) as e:
+        shipped.cleanup()
         raise EmArenaError(
             f"cannot connect to a Ray cluster at {address or 'auto'}: {e}",
             fix="start one (`ray start --head`) and pass its address with --address HOST:PORT",
@@ -203,6 +221,7 @@ def run_on_ray(plan, run, todo, eval_todo, judge, templates, judged, report, *, 
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         ray.shutdown()
+        shipped.cleanup()
 
 
 def _task(kind: str, payload: dict[str, Any], *deps: Any) -> Any:

@@ -86,6 +86,9 @@ class Run:
     root: Path
     task_log: bool = False
     """True in a task process: events go to events.d/<host>-<pid>.jsonl, not events.jsonl."""
+    driver: int | None = None
+    """In a task process: the pid of the driver (`emarena score` / `grid`) that started it,
+    recorded in every event, so a run's events can be told apart per invocation."""
 
     @property
     def cells_dir(self) -> Path:
@@ -99,7 +102,8 @@ class Run:
 
     def log(self, event: str, **fields) -> None:
         line = json.dumps(
-            {"time": round(time.time(), 3), "event": event, "pid": os.getpid(), **fields},
+            {"time": round(time.time(), 3), "event": event, "pid": os.getpid(),
+             "driver": self.driver if self.driver is not None else os.getpid(), **fields},
             default=str,
         )
         append_line(self.events_file, line)

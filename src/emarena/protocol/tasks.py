@@ -37,8 +37,22 @@ def set_threads(n: int) -> int:
 
 def _context(payload: dict[str, Any]) -> tuple[Store, Run]:
     store = Store.open(payload["store"])
-    run = Run(Path(payload["run"]), task_log=True)
+    run = Run(Path(payload["run"]), task_log=True, driver=payload.get("driver"))
     return store, run
+
+
+def node_id(payload: dict[str, Any]) -> str:
+    """Where this task runs: the Ray node id under Ray, else the host name."""
+    if payload.get("executor") == "ray":
+        try:
+            import ray
+
+            return ray.get_runtime_context().get_node_id()
+        except Exception:  # noqa: BLE001 - only a label
+            pass
+    import socket
+
+    return socket.gethostname()
 
 
 def _preset(payload: dict[str, Any]):
@@ -60,7 +74,7 @@ def train(payload: dict[str, Any]) -> dict[str, Any]:
     spec = StageSpec.model_validate(payload["stage"])
     got = set_threads(payload["threads"])
     run.log("task_start", task="train", stage=spec.key, torch_threads=got,
-            executor=payload.get("executor", "local"))
+            executor=payload.get("executor", "local"), node=node_id(payload))
     res = train_stage(
         store, spec, base_dir=models.pull(spec.model.id), recipe=load_recipe(payload["suite"]),
         preset=_preset(payload), log=run.log, progress=payload.get("progress"),
@@ -159,7 +173,7 @@ def generate(payload: dict[str, Any]) -> dict[str, Any]:
     specs = [EvalSpec.model_validate(e) for e in payload["evals"]]
     got = set_threads(payload["threads"])
     run.log("task_start", task="generate", evals=[s.key for s in specs], torch_threads=got,
-            executor=payload.get("executor", "local"))
+            executor=payload.get("executor", "local"), node=node_id(payload))
     preset = _preset(payload)
     done = []
     with _engine({**payload, "model": specs[0].model.id}, store,

@@ -66,11 +66,16 @@ def build_configs(
         weight_decay=recipe.weight_decay,
         optim=recipe.optimizer,
         max_grad_norm=recipe.max_grad_norm,
-        # --- data: pre-tokenized by tokenize_chat (input_ids + assistant_masks) ---
-        max_length=preset.max_seq_length,
+        # --- data: pre-tokenized by tokenize_chat (input_ids + assistant_masks) and cut to
+        # max_seq_length there (so trl's own max_length, which padding-free training refuses,
+        # is not needed). padding_free: each micro-batch is its examples laid end to end with
+        # per-example position ids (no pad tokens computed); transformers turns the position
+        # ids into a block-diagonal causal mask, so no example attends to another. No packing:
+        # a step is always `effective_batch_size` examples, as the recipe says ---
+        max_length=None if preset.padding_free else preset.max_seq_length,
         truncation_mode="keep_start",
         packing=False,
-        padding_free=False,
+        padding_free=preset.padding_free,
         assistant_only_loss=False,  # masking comes from the dataset's assistant_masks column
         completion_only_loss=False,
         # The caller already shuffled the examples with the cell seed; training consumes them in

@@ -73,6 +73,10 @@ class Preset(_Frozen):
     """Load the base model in bfloat16 and train with bf16 autocast (GPU); false = float32."""
     gradient_checkpointing: bool
     """Recompute activations in the backward pass: less memory, same gradients, slower."""
+    padding_free: bool = False
+    """Lay each micro-batch's examples end to end instead of padding them to the longest: the
+    same gradients (each example sees only itself, through per-example position ids), no
+    compute spent on pad tokens."""
     max_new_tokens: int = Field(gt=0)
     """Evaluation: the most tokens generated per answer."""
     samples_per_question: int = Field(gt=0)

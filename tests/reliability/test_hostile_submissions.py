@@ -327,11 +327,11 @@ def attacks(tmp: Path, canary: Path) -> list[tuple[str, Path, str]]:
     d = write_folder(tmp / "link-dev-zero", "fuzz", BASE)
     (d / FILENAME).unlink()
     (d / FILENAME).symlink_to("/dev/zero")
-    out.append(("link-dev-zero", d, "no defense.yaml here"))
+    out.append(("link-dev-zero", d, "defense.yaml: is a symbolic link"))
     d = write_folder(tmp / "fifo", "fuzz", BASE)
     (d / FILENAME).unlink()
     os.mkfifo(d / FILENAME)
-    out.append(("fifo", d, "no defense.yaml here"))
+    out.append(("fifo", d, "defense.yaml: is a FIFO (named pipe), not a regular file"))
     return out
 
 

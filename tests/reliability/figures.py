@@ -26,6 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ENV = "EMARENA_RELIABILITY_FIGURES"
+#: The entry points hostile submissions go through (`Figure.entry`).
+ENTRY_VALIDATE = "emarena validate"
+ENTRY_TAB = "Submit tab"
+ENTRY_QUEUE = "queue (worker's check, emarena submit)"
 #: "ci" (the default: a reduced number of kill points and fuzz examples) or "full".
 SCALE_ENV = "EMARENA_RELIABILITY_SCALE"
 

@@ -351,12 +351,8 @@ class Submission(BaseModel):
     @classmethod
     def _authors(cls, v: list[str]) -> list[str]:
         for i, a in enumerate(v):
-            _free_text(f"author #{i + 1}", a, multiline=False)
-            if textsafe.is_blank(a):
-                raise invalid(
-                    f"author #{i + 1} is empty (only spaces or invisible characters)",
-                    "write a name, or remove the entry",
-                )
+            _free_text(f"author #{i + 1}", a, multiline=False, blank="is empty",
+                       fix="write a name, or remove the entry")  # fmt: skip
             if len(a) > 200:
                 raise invalid(f"author #{i + 1} is {len(a)} characters long", "use at most 200")
         return v
@@ -364,25 +360,16 @@ class Submission(BaseModel):
     @field_validator("description")
     @classmethod
     def _description(cls, v: str) -> str:
-        _free_text("description", v, multiline=True)
-        if textsafe.is_blank(v):
-            raise invalid(
-                "description is blank (only spaces or invisible characters)",
-                "describe the defense in a few sentences",
-            )
+        _free_text("description", v, multiline=True,
+                   fix="describe the defense in a few sentences")  # fmt: skip
         return v
 
     @field_validator("paper")
     @classmethod
     def _paper(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        _free_text("paper", v, multiline=False)
-        if textsafe.is_blank(v):
-            raise invalid(
-                "paper is blank (only spaces or invisible characters)",
-                "give a URL or a citation, or remove `paper`",
-            )
+        if v is not None:
+            _free_text("paper", v, multiline=False,
+                       fix="give a URL or a citation, or remove `paper`")  # fmt: skip
         return v
 
     @field_validator("regimes")
@@ -446,7 +433,8 @@ class Submission(BaseModel):
         )
 
 
-def _free_text(label: str, v: str, *, multiline: bool) -> None:
+def _free_text(label: str, v: str, *, multiline: bool, fix: str, blank: str = "is blank") -> None:
+    """Free text shown to readers: no control characters or direction overrides, and visible."""
     why = textsafe.problem(v, multiline=multiline)
     if why is not None:
         raise invalid(
@@ -454,6 +442,8 @@ def _free_text(label: str, v: str, *, multiline: bool) -> None:
             "remove it: write plain text (control characters and direction overrides are "
             "refused, since they change what readers of the board or a terminal see)",
         )
+    if textsafe.is_blank(v):
+        raise invalid(f"{label} {blank} (only spaces or invisible characters)", fix)
 
 
 # --- error messages ------------------------------------------------------------------------

@@ -211,24 +211,14 @@ def check_size(path: Path, raw: bytes, max_bytes: int) -> bytes:
 
 
 def read_yaml(
-    path: Path,
-    *,
-    max_bytes: int = MAX_BYTES,
-    max_depth: int | None = None,
-    max_aliases: int | None = None,
-    max_nodes: int | None = None,
-    unique_keys: bool = False,
-    merge_keys: bool = True,
+    path: Path, *, max_bytes: int = MAX_BYTES, **limits: Any
 ) -> tuple[Any, yaml.Node | None]:
     """Parse `path`; return (data, node tree for line lookups). Raise ConfigError on failure.
 
-    The limits default to off (the suite files are ours); pass them for untrusted input.
+    `limits` are `parse_yaml`'s; they default to off (the suite files are ours): pass them for
+    untrusted input.
     """
-    raw = read_bytes(path, max_bytes)
-    return parse_yaml(
-        raw, path, max_depth=max_depth, max_aliases=max_aliases, max_nodes=max_nodes,
-        unique_keys=unique_keys, merge_keys=merge_keys,
-    )
+    return parse_yaml(read_bytes(path, max_bytes), path, **limits)
 
 
 def parse_yaml(
@@ -241,7 +231,8 @@ def parse_yaml(
     unique_keys: bool = False,
     merge_keys: bool = True,
 ) -> tuple[Any, yaml.Node | None]:
-    """Parse the bytes of `path` (already read, within the size limit): see `read_yaml`."""
+    """Parse the bytes of `path` (already read, within the size limit). The limits are the
+    module docstring's; the defaults (None, unique_keys=False, merge_keys=True) check nothing."""
     text = decode_utf8(raw, str(path))
     loader = None
     try:

@@ -4,7 +4,9 @@ Every test in tests/reliability/ records what it tried and how it ended (kill po
 faults, hostile inputs) into a ledger (tests/reliability/figures.py); this script runs the
 whole folder with a fresh ledger and prints one row per (area, item): tried, handled (a clean
 recovery, or a clear error with nothing wrong recorded), lost and duplicated (items that went
-missing or were recorded twice), plus totals.
+missing or were recorded twice), plus totals; then, for hostile submissions, one row per entry
+point: tried, accepted (correctly), rejected with a specific message, accepted wrongly and
+crashed (both must be 0).
 
     python bench/reliability.py                  # CI scale: 1 kill point per phase, ...
     python bench/reliability.py --scale full     # the full counts (3 kill points per phase, ...)
@@ -46,9 +48,27 @@ def table(figures: list[Figure]) -> tuple[list[tuple], tuple]:
     return rows, totals
 
 
-def markdown(rows: list[tuple], totals: tuple) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for r in [*rows, totals]:
+ENTRY_COLUMNS = ("entry point", "tried", "accepted", "rejected (specific message)",
+                 "accepted wrongly", "crashed")  # fmt: skip
+
+
+def entry_table(figures: list[Figure]) -> list[tuple]:
+    """Hostile submissions summed per entry point, in first-seen order."""
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
+    for f in figures:
+        if f.entry:
+            s = sums[f.entry]
+            for i, v in enumerate((f.tried, f.accepted, f.rejected, f.wrongly_accepted,
+                                   f.crashed)):  # fmt: skip
+                s[i] += v
+    return [(entry, *v) for entry, v in sums.items()]
+
+
+def markdown(rows: list[tuple], totals: tuple | None = None, columns=COLUMNS) -> str:
+    n_text = len(columns) - 5 if columns is ENTRY_COLUMNS else len(columns) - 4
+    align = ["---"] * n_text + ["---:"] * (len(columns) - n_text)
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    for r in [*rows, *([totals] if totals else [])]:
         lines.append("| " + " | ".join(str(c) for c in r) + " |")
     return "\n".join(lines)
 
@@ -81,6 +101,12 @@ def main() -> int:
     print()
     print(markdown(rows, totals))
     print()
+    entries = entry_table(read(ledger))
+    if entries:
+        print("hostile submissions by entry point:")
+        print()
+        print(markdown(entries, columns=ENTRY_COLUMNS))
+        print()
     tried, handled, lost, dup = totals[2:]
     problems = []
     if rc != 0:
@@ -91,6 +117,10 @@ def main() -> int:
         problems.append(f"{tried - handled} of {tried} not handled")
     if lost or dup:
         problems.append(f"{lost} lost, {dup} duplicated (both must be 0)")
+    wrong, crashed = (sum(r[i] for r in entries) for i in (4, 5))
+    if wrong or crashed:
+        problems.append(f"{wrong} hostile submission(s) accepted wrongly, {crashed} crashed "
+                        "(both must be 0)")  # fmt: skip
     for p in problems:
         print(f"FAIL: {p}")
     if not problems:

@@ -615,12 +615,12 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
         from emarena.leaderboard import submit as sub
 
         def on_upload(path: str | None):
-            if not path:
-                return gr.Textbox()
-            data = Path(path).read_bytes()[: 256 * 1024 + 1]
-            return data.decode("utf-8", errors="replace")
+            # Read up to the limit, decoded like `emarena validate` does (submit.read_upload).
+            up = sub.read_upload(path)
+            return (gr.skip() if up.text is None else up.text), up.note
 
-        upload.upload(on_upload, api_visibility=API, inputs=[upload], outputs=[yaml_box])
+        upload.upload(on_upload, api_visibility=API, inputs=[upload],
+                      outputs=[yaml_box, submit_out])
 
         def on_validate(yaml_text: str, readme: str) -> str:
             return sub.validate_text(yaml_text or "", readme or "").markdown()
@@ -701,9 +701,14 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"results_dir": str(cfg.results_dir), "requests_dir": str(cfg.requests_dir),
                       "results_repo": cfg.results_repo, "requests_repo": cfg.requests_repo,
                       "url": f"http://{cfg.host}:{cfg.port}"}), flush=True)
+    from emarena.leaderboard.submit import MAX_UPLOAD_BYTES
+
     demo.queue(default_concurrency_limit=8).launch(
         server_name=cfg.host, server_port=cfg.port, css=CSS, show_error=True,
         ssr_mode=False, footer_links=[], allowed_paths=[str(backend.csv_dir)],
+        # Gradio stops reading an upload's body at this size (HTTP 413): the only file the
+        # page takes is a defense.yaml, refused above this size anyway.
+        max_file_size=MAX_UPLOAD_BYTES,
     )
 
 

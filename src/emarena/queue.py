@@ -20,13 +20,18 @@ claims in all; after that it is FAILED with the reason. Requests are claimed old
 
 Times are the workers' UTC clocks: keep `stale_after_s` well above clock skew plus the
 heartbeat interval.
+
+A request is data anyone with write access to the repo can plant. Its one-line texts (`name`,
+`submitter`, history notes) are escaped as they are read (`emarena.textsafe.escape`, which
+changes nothing in ordinary text), so a name with a newline or a terminal escape in it reaches
+no log and no terminal; and `checked_submission` writes its files without following any link
+and validates them, as `emarena validate` does, before any work.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import threading
 import traceback
@@ -37,9 +42,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from emarena import hub
+from emarena import hub, textsafe
 from emarena.errors import ConfigError, EmArenaError
 
 log = logging.getLogger(__name__)
@@ -77,7 +82,12 @@ class HistoryEntry(BaseModel):
     worker: str | None = None
     """The worker that made the change; null for the submitter."""
     note: str = ""
-    """Why, in words."""
+    """Why, in words (escaped: one printable line)."""
+
+    @field_validator("note")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        return textsafe.escape(v)
 
 
 class Request(BaseModel):
@@ -88,7 +98,8 @@ class Request(BaseModel):
     schema_version: Literal[1] = 1
     """Version of this file format."""
     name: str
-    """Submission name (the folder name)."""
+    """Submission name (the folder name); escaped as read, so a planted one is shown as written
+    (`checked_submission` refuses any name that is not a valid submission name)."""
     config_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     """sha256 of the validated submission (`Submission.config_hash`): the dedupe key."""
     yaml: str
@@ -96,7 +107,7 @@ class Request(BaseModel):
     readme: str
     """README.md of the submission, as submitted."""
     submitter: str
-    """Who submitted it (free text; never a credential)."""
+    """Who submitted it (free text, escaped as read; never a credential)."""
     submitted: datetime
     """When it was (last) submitted; the queue order."""
     status: Status
@@ -117,6 +128,12 @@ class Request(BaseModel):
     """How many times a worker claimed it."""
     results: list[str] = Field(default_factory=list)
     """Paths in the results repo this submission's run published (when FINISHED)."""
+
+    @field_validator("name", "submitter")
+    @classmethod
+    def _shown_as_written(cls, v: str) -> str:
+        # Idempotent, so a request read and written again is unchanged.
+        return textsafe.escape(v)
 
     @property
     def path(self) -> str:
@@ -200,12 +217,11 @@ def submit(path: str | Path, requests_repo: str, submitter: str) -> Submitted:
     An identical configuration (same config hash) already PENDING, RUNNING or FINISHED is
     reported and not queued again; a FAILED one is queued again, its history kept.
     """
-    from emarena.submission import FILENAME, README, load_submission
+    from emarena.submission import load_submission, read_texts
 
     sub = load_submission(path)
     folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    yaml_text = (folder / FILENAME).read_text(encoding="utf-8")
-    readme = (folder / README).read_text(encoding="utf-8")
+    yaml_text, readme = read_texts(folder)  # as validated: never through a link
     submitter = submitter.strip() or "anonymous"
     token = os.environ.get(hub.ENV_TOKEN)
     if token and token in submitter:
@@ -514,16 +530,42 @@ def request_folder(cfg: WorkerConfig, req: Request) -> Path:
     return cfg.run_root / "requests" / req.key
 
 
-def _write_submission(cfg: WorkerConfig, req: Request) -> Path:
-    from emarena.submission import FILENAME, NAME_PATTERN, README
+def _write_new(path: Path, text: str) -> None:
+    """Write `text` as a new file at `path`, replacing whatever is there (a link included, never
+    followed). A lone surrogate is written as is, for the validator's decoder to report."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(text.encode("utf-8", "surrogatepass"))
+    os.replace(tmp, path)
 
-    if not re.match(NAME_PATTERN, req.name):
-        raise QueueError(f"{req.path}: name {req.name!r} is not a valid submission name")
+
+def _write_submission(cfg: WorkerConfig, req: Request) -> Path:
+    from emarena.submission import FILENAME, NAME_RULE, README, name_problem
+
+    why = name_problem(req.name)
+    if why is not None:  # checked before the name becomes a folder
+        raise QueueError(
+            f"{req.path}: name '{req.name}' is not a valid submission name: it {why}",
+            fix=f"submit again with a name of {NAME_RULE}",
+        )
     folder = request_folder(cfg, req) / req.name
+    if folder.is_symlink():  # left by someone else: never write through it
+        folder.unlink()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / FILENAME).write_text(req.yaml, encoding="utf-8")
-    (folder / README).write_text(req.readme, encoding="utf-8")
+    _write_new(folder / FILENAME, req.yaml)
+    _write_new(folder / README, req.readme)
     return folder
+
+
+def checked_submission(cfg: WorkerConfig, req: Request) -> Path:
+    """The worker's own check, before any work: write the request's submission into its
+    request folder and validate it against the request's config hash. Returns the folder;
+    raises QueueError or SubmissionError (a ConfigError) with the specific problems."""
+    sub_dir = _write_submission(cfg, req)
+    _check_request(req, sub_dir)
+    return sub_dir
 
 
 def _check_request(req: Request, sub_dir: Path) -> None:

@@ -11,6 +11,11 @@ the suite demands (a clean recovery, or a clear error and nothing wrong recorded
 `duplicated` count items (rows, judgements, uploads, requests) that went missing or were
 recorded twice, which must be 0. `bench/reliability.py` runs the suite and prints the table.
 A test records its figures only after it has checked them, so a failed test adds no row.
+
+Hostile submissions also say which `entry` point they went through (`emarena validate`, the
+Submit tab, the worker's check) and how each ended: `accepted` (correctly), `rejected` (with
+the specific message), `wrongly_accepted` and `crashed` (both must be 0); `handled` is
+accepted + rejected. Those tests record before they assert, so a failure shows in the table.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ENV = "EMARENA_RELIABILITY_FIGURES"
+#: The entry points hostile submissions go through (`Figure.entry`).
+ENTRY_VALIDATE = "emarena validate"
+ENTRY_TAB = "Submit tab"
+ENTRY_QUEUE = "queue (worker's check, emarena submit)"
 #: "ci" (the default: a reduced number of kill points and fuzz examples) or "full".
 SCALE_ENV = "EMARENA_RELIABILITY_SCALE"
 
@@ -46,6 +55,11 @@ class Figure:
     lost: int = 0
     duplicated: int = 0
     test: str = ""
+    entry: str = ""
+    accepted: int = 0
+    rejected: int = 0
+    wrongly_accepted: int = 0
+    crashed: int = 0
 
 
 class Ledger:
@@ -55,9 +69,11 @@ class Ledger:
 
     def record(
         self, area: str, item: str, *, tried: int, handled: int, lost: int = 0,
-        duplicated: int = 0,
+        duplicated: int = 0, entry: str = "", accepted: int = 0, rejected: int = 0,
+        wrongly_accepted: int = 0, crashed: int = 0,
     ) -> None:
-        fig = Figure(area, item, tried, handled, lost, duplicated, self.test)
+        fig = Figure(area, item, tried, handled, lost, duplicated, self.test, entry, accepted,
+                     rejected, wrongly_accepted, crashed)  # fmt: skip
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(asdict(fig), sort_keys=True) + "\n")

@@ -48,7 +48,7 @@ from emarena import settings as em_settings
 from emarena.cli.main import main
 from emarena.errors import ConfigError
 from emarena.submission import FILENAME, README, load_submission, validate_paths
-from tests.reliability.figures import pick
+from tests.reliability.figures import ENTRY_QUEUE, ENTRY_VALIDATE, pick
 from tests.reliability.test_judge_hub_faults import hub_server  # noqa: F401 - a fixture
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -235,7 +235,8 @@ def test_fuzzed_submissions_are_rejected_specifically_or_accepted(tmp_path, figu
     assert counts["tried"] == n_examples
     assert counts["rejected"] > counts["accepted"] > 0
     figures.record("hostile-submissions", "fuzzed defense.yaml (hypothesis, one field hostile)",
-                   tried=counts["rejected"], handled=counts["rejected"])  # fmt: skip
+                   tried=n_examples, handled=n_examples, entry=ENTRY_VALIDATE,
+                   accepted=counts["accepted"], rejected=counts["rejected"])  # fmt: skip
 
 
 # --- 2. hand-written attacks ----------------------------------------------------------------
@@ -327,11 +328,11 @@ def attacks(tmp: Path, canary: Path) -> list[tuple[str, Path, str]]:
     d = write_folder(tmp / "link-dev-zero", "fuzz", BASE)
     (d / FILENAME).unlink()
     (d / FILENAME).symlink_to("/dev/zero")
-    out.append(("link-dev-zero", d, "no defense.yaml here"))
+    out.append(("link-dev-zero", d, "defense.yaml: is a symbolic link"))
     d = write_folder(tmp / "fifo", "fuzz", BASE)
     (d / FILENAME).unlink()
     os.mkfifo(d / FILENAME)
-    out.append(("fifo", d, "no defense.yaml here"))
+    out.append(("fifo", d, "defense.yaml: is a FIFO (named pipe), not a regular file"))
     return out
 
 
@@ -361,7 +362,8 @@ def test_hand_written_attacks_end_in_specific_errors(tmp_path, capsys, figures):
         handled += 1
     assert handled == len(cases)
     figures.record("hostile-submissions", "hand-written attacks (emarena validate)",
-                   tried=len(cases), handled=handled)  # fmt: skip
+                   tried=len(cases), handled=handled, entry=ENTRY_VALIDATE,
+                   rejected=handled)  # fmt: skip
 
 
 # --- 3. the worker and a queue of 50 --------------------------------------------------------
@@ -567,4 +569,5 @@ def test_worker_queue_of_50_mixed_requests(hub_server, tmp_path, figures):  # no
     figures.record("worker-queue", "good requests (submitted)", tried=n_good,
                    handled=len(finished))  # fmt: skip
     figures.record("worker-queue", "bad requests (planted past validation)", tried=25,
-                   handled=25 - len(wrong), lost=0, duplicated=len(twice))  # fmt: skip
+                   handled=25 - len(wrong), lost=0, duplicated=len(twice), entry=ENTRY_QUEUE,
+                   rejected=25 - len(wrong))  # fmt: skip

@@ -22,10 +22,13 @@ from emarena.errors import ConfigError, EmArenaError
 from emarena.submission import (
     MAX_BYTES,
     OPEN_DIVISION_KEYS,
+    REFERENCE_DEFENSES,
+    Defense,
     Submission,
     SubmissionError,
     check_paths,
     load_submission,
+    reference_problem,
     validate_paths,
 )
 
@@ -135,6 +138,45 @@ def test_template_is_validated_when_named(capsys):
     assert "ok  " in out and "_template" in out
 
 
+def test_reference_table_matches_the_reference_folders(tmp_path):
+    """REFERENCE_DEFENSES (names kept for their configurations) lists exactly the reference
+    folders, each with its configuration; a copy keeps its name, another configuration or a
+    look-alike name does not."""
+    folders = {Path(p).name for p in reference_folders()} - {"_template"}
+    assert set(REFERENCE_DEFENSES) == folders
+    for name, (kind, params) in REFERENCE_DEFENSES.items():
+        sub = load_submission(SUBMISSIONS / name)
+        assert (sub.name, sub.defense.kind, sub.division, sub.training) == (
+            name, kind, "closed", None)
+        assert reference_problem(sub) is None
+        assert sub.defense.params == Defense.model_validate(
+            {"kind": kind, "params": params}).params
+    other = load_submission(write_submission(tmp_path, "sgtr-mine", BASE))
+    assert reference_problem(other) is None
+    taken = write_submission(tmp_path / "t", "sgtr", BASE)  # n_articles 10, not the reference's
+    with pytest.raises(SubmissionError, match="is the reference defense submissions/sgtr"):
+        load_submission(taken)
+    with pytest.raises(SubmissionError, match="looks like the reference defense 'sgtr'"):
+        load_submission(write_submission(tmp_path / "l", "s-gtr", BASE))
+
+
+def test_text_is_escaped_for_where_it_goes():
+    from emarena import textsafe
+
+    assert textsafe.escape("plain — text ✓ דפנס") == "plain — text ✓ דפנס"
+    shown = textsafe.escape("a\nok  x\x1b]0;t\x07\u202e\x9b\ud800")
+    assert shown == "a\\nok  x\\x1b]0;t\\x07\\u202e\\x9b\\ud800"
+    assert textsafe.escape(shown) == shown  # idempotent
+    assert textsafe.markdown("[a](javascript:x) <b>") == r"\[a\]\(javascript:x\) &lt;b&gt;"
+    assert textsafe.problem("Ada Lovelace (ETH), 🛡️‍🔥") is None
+    assert "RIGHT-TO-LEFT OVERRIDE" in textsafe.problem("\u202eevil")
+    assert "line break" in textsafe.problem("a\nb")
+    assert textsafe.problem("a\nb", multiline=True) is None
+    assert textsafe.is_blank("\u200b \u3164\u2060\n") and not textsafe.is_blank("\u200bx")
+    with pytest.raises(ConfigError, match=r"f.yaml:2: not UTF-8 \(byte 0xe9 at offset 2\)"):
+        textsafe.decode_utf8(b"a\n\xe9", "f.yaml")
+
+
 # --- malformed submissions -------------------------------------------------------------------
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -198,7 +240,7 @@ MALFORMED = [
     ("name-cyrillic-confusable", "sgtr-b", BASE.replace("name: {name}", "name: sgtr-\u0430"),
      "U+0430 CYRILLIC SMALL LETTER A", 2),
     ("name-uppercase", None, BASE.replace("name: {name}", "name: MyDefense"),
-     "does not match ^[a-z0-9][a-z0-9-]{1,63}$", 2),
+     "does not match [a-z0-9]+(-[a-z0-9]+)*: it has uppercase letters", 2),
     ("duplicate-regimes", None, BASE.replace("[reversal, prevention]", "[reversal, reversal]"),
      "regime 'reversal' is listed twice", 11),
     ("unknown-regime", None, BASE.replace("[reversal, prevention]", "[reversal, cure]"),

@@ -4,33 +4,43 @@
     v.ok, v.name, v.config_hash, v.errors           # errors: "defense.yaml:7: key: msg; fix"
     out = queue_text(yaml_text, readme_text, submitter, requests_repo=..., requests_dir=...)
     entries, unreadable = read_queue(requests_dir)  # every request, newest first
+    up = read_upload(path)                          # an uploaded defense.yaml: up.text, up.note
 
 Validation is `emarena.submission`'s, unchanged: the text is written to a temporary folder named
 after its `name` (a submission's name must equal its folder's), with the README beside it, and
-checked there. Queueing goes through `emarena.queue.submit` for a requests repo on the Hub; a
-local requests folder (laid out like the repo: `requests/<config_hash[:16]>.json`) gets the same
+checked there. Pasted text goes there as bytes encoded with "surrogatepass" and an upload is
+read as bytes, so both meet the CLI's one decoder (`emarena.textsafe.decode_utf8`): a lone
+surrogate or a non-UTF-8 file gets the CLI's message, never a UnicodeEncodeError. An upload is
+read up to `MAX_UPLOAD_BYTES` and no further (the app also sets Gradio's `max_file_size`, so a
+larger body is cut off while it streams in).
+
+Queueing goes through `emarena.queue.submit` for a requests repo on the Hub; a local requests
+folder (laid out like the repo: `requests/<config_hash[:16]>.json`) gets the same
 `emarena.queue.Request` record, written atomically under a lock, with the same rules: one
 request per configuration, a FAILED one may be queued again.
+
+Everything shown comes from users: error lines are escaped by the validator and shown in a
+code block; other text goes through `emarena.textsafe.markdown` (Markdown) or
+`emarena.textsafe.escape` (table cells, which the app HTML-escapes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emarena.errors import EmArenaError
+from emarena import textsafe
+from emarena.errors import ConfigError, EmArenaError
+from emarena.submission import MAX_BYTES as MAX_UPLOAD_BYTES
 
 if TYPE_CHECKING:
     from emarena.queue import Request, Submitted
 
-#: A name that is safe as a folder name (the submission's own rule, checked before any use).
-_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,63}$")
 #: Folder used when the YAML names no usable `name`: the validator then reports the name.
 FALLBACK_FOLDER = "unnamed-submission"
 MAX_SUBMITTER = 200
@@ -55,25 +65,32 @@ class Validation:
 
 
 def _fenced(lines: list[str]) -> str:
-    """Error lines verbatim (no Markdown inside them is interpreted)."""
-    body = "\n".join(lines).replace("```", "ʼʼʼ")
+    """Error lines as written (escaped, one line each), in a code block: no Markdown or HTML
+    inside them is interpreted."""
+    body = "\n".join(textsafe.escape(ln) for ln in lines).replace("```", "ʼʼʼ")
     return f"```text\n{body}\n```"
 
 
 def _name_in(yaml_path: Path) -> str | None:
-    """The top-level `name` if it is a safe folder name; None otherwise (or unparseable)."""
-    from emarena.submission import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES
+    """The top-level `name` if it is a valid submission name; None otherwise (or unparseable)."""
+    from emarena.submission import MAX_ALIASES, MAX_DEPTH, MAX_NODES, name_problem
     from emarena.yamlio import read_yaml
 
     try:
         data, _ = read_yaml(
-            yaml_path, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES,
+            yaml_path, max_bytes=MAX_UPLOAD_BYTES, max_depth=MAX_DEPTH, max_aliases=MAX_ALIASES,
             max_nodes=MAX_NODES,
         )
     except EmArenaError:
         return None
     name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and _SAFE_NAME.match(name) else None
+    return name if isinstance(name, str) and name_problem(name) is None else None
+
+
+def _bytes(text: str) -> bytes:
+    """Text from a browser as the bytes of a file: a lone surrogate (which a page can send)
+    stays in, for the decoder to report like any other byte that is not UTF-8."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 @contextlib.contextmanager
@@ -85,13 +102,13 @@ def submission_folder(yaml_text: str, readme: str) -> Iterator[Path]:
         yaml_text += "\n"  # a browser's editor drops the file's final newline
     with tempfile.TemporaryDirectory(prefix="emarena-submit-") as tmp:
         probe = Path(tmp) / "probe.yaml"
-        probe.write_text(yaml_text, encoding="utf-8")
+        probe.write_bytes(_bytes(yaml_text))
         folder = Path(tmp) / (_name_in(probe) or FALLBACK_FOLDER)
         probe.unlink()
         folder.mkdir()
-        (folder / FILENAME).write_text(yaml_text, encoding="utf-8")
+        (folder / FILENAME).write_bytes(_bytes(yaml_text))
         if readme.strip():
-            (folder / README).write_text(readme, encoding="utf-8")
+            (folder / README).write_bytes(_bytes(readme))
         yield folder
 
 
@@ -115,6 +132,41 @@ def _check(folder: Path) -> Validation:
         ] + ["README.md: the README text is empty; fix: describe the method, its source and "
              "its params in the README box"]
     return Validation(False, errors=errors or ["invalid submission"])
+
+
+@dataclass
+class Upload:
+    """What the upload handler puts into the page."""
+
+    text: str | None
+    """The file's text for the defense.yaml box; None: leave the box as it is."""
+    note: str
+    """Markdown for the result area: what was loaded, or why nothing was."""
+
+
+def read_upload(path: str | Path | None) -> Upload:
+    """An uploaded defense.yaml for the editor: at most `MAX_UPLOAD_BYTES` + 1 bytes are read
+    (a bigger file is refused, never read whole), decoded by the CLI's decoder."""
+    if not path:
+        return Upload(None, "")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_UPLOAD_BYTES + 1)
+    except OSError as e:
+        return Upload(None, f"**Not loaded:** the upload cannot be read ({e.strerror}).")
+    if len(raw) > MAX_UPLOAD_BYTES:
+        return Upload(None, _refused(
+            f"defense.yaml: the upload is over the {MAX_UPLOAD_BYTES:,}-byte limit; fix: "
+            "configuration files are small; remove embedded data"))  # fmt: skip
+    try:
+        text = textsafe.decode_utf8(raw, "defense.yaml")
+    except ConfigError as e:
+        return Upload(None, _refused(f"{e.what}; fix: {e.fix}"))
+    return Upload(text, f"Loaded the upload ({len(raw):,} bytes): press **Validate**.")
+
+
+def _refused(line: str) -> str:
+    return f"**Not loaded: 1 problem:**\n\n{_fenced([line])}"
 
 
 def validate_text(yaml_text: str, readme: str = "") -> Validation:
@@ -142,11 +194,12 @@ class Queued:
     errors: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
+        message = textsafe.markdown(self.message)  # it may quote another submitter
         if not self.ok:
             errors = f"\n\n{_fenced(self.errors)}" if self.errors else ""
-            return f"**Not queued.** {self.message}{errors}"
+            return f"**Not queued.** {message}{errors}"
         verb = "Queued" if self.created else "Already in the queue"
-        return f"**{verb}:** `{self.request_id}` — status **{self.status}**. {self.message}"
+        return f"**{verb}:** `{self.request_id}` — status **{self.status}**. {message}"
 
 
 def queue_text(
@@ -159,10 +212,13 @@ def queue_text(
 ) -> Queued:
     """Validate, then queue the submission (Hub repo if given, else the local folder)."""
     submitter = " ".join(submitter.split())
-    if not submitter:
+    if textsafe.is_blank(submitter):
         return Queued(False, "Say who you are in the Submitter box (a name or HF username).")
     if len(submitter) > MAX_SUBMITTER:
         return Queued(False, f"Submitter is longer than {MAX_SUBMITTER} characters.")
+    why = textsafe.problem(submitter)
+    if why is not None:
+        return Queued(False, f"Submitter {why}: write a plain name or HF username.")
     if requests_repo is None and requests_dir is None:
         return Queued(
             False,
@@ -221,11 +277,10 @@ def submit_local(folder: Path, requests_dir: Path, submitter: str) -> Submitted:
         now,
         request_path,
     )
-    from emarena.submission import FILENAME, README, load_submission
+    from emarena.submission import load_submission, read_texts
 
     sub = load_submission(folder)
-    yaml_text = (folder / FILENAME).read_text(encoding="utf-8")
-    readme = (folder / README).read_text(encoding="utf-8")
+    yaml_text, readme = read_texts(folder)
     rel = request_path(sub.config_hash)
     path = requests_dir / rel
     with _locked(requests_dir / ".lock"):
@@ -274,6 +329,7 @@ def submit_local(folder: Path, requests_dir: Path, submitter: str) -> Submitted:
 class UnreadableRequest:
     path: str
     error: str
+    """Why, in one line of Markdown-safe text (`textsafe.markdown`): the Queue tab's note."""
 
 
 def read_queue(requests_dir: Path | None) -> tuple[list[Request], list[UnreadableRequest]]:
@@ -293,7 +349,8 @@ def read_queue(requests_dir: Path | None) -> tuple[list[Request], list[Unreadabl
             good.append(Request.model_validate_json(p.read_bytes()))
         except (OSError, ValueError) as e:
             first = str(e).splitlines()
-            bad.append(UnreadableRequest(rel, " ".join(first[:3])[:300]))
+            reason = textsafe.markdown(textsafe.shorten(" ".join(first[:3]), 300))
+            bad.append(UnreadableRequest(rel, reason))
     good.sort(key=lambda r: r.submitted, reverse=True)
     return good, bad
 
@@ -303,21 +360,24 @@ QUEUE_COLUMNS = ["request", "name", "status", "submitter", "submitted", "last ch
 
 
 def queue_rows(requests: list[Request]) -> list[dict[str, Any]]:
+    """One row per request; every text from the request escaped (one printable line)."""
+    esc = textsafe.escape
     rows = []
     for r in requests:
         last = r.history[-1] if r.history else None
         rows.append(
             {
                 "request": r.path,
-                "name": r.name,
+                "name": esc(r.name),
                 "status": r.status,
-                "submitter": r.submitter,
+                "submitter": esc(r.submitter),
                 "submitted": f"{r.submitted:%Y-%m-%d %H:%M} UTC",
                 "last change": (
-                    f"{last.time:%Y-%m-%d %H:%M} UTC: {last.note}" if last is not None else ""
+                    f"{last.time:%Y-%m-%d %H:%M} UTC: {esc(last.note)}" if last is not None
+                    else ""
                 ),
                 "attempts": r.attempts,
-                "error": (r.error or "").splitlines()[0][:200] if r.error else "",
+                "error": textsafe.shorten(r.error.splitlines()[0], 200) if r.error else "",
             }
         )
     return rows
@@ -331,8 +391,8 @@ def history_rows(request: Request) -> list[dict[str, Any]]:
         {
             "time": f"{h.time:%Y-%m-%d %H:%M:%S} UTC",
             "status": h.status,
-            "worker": h.worker or "",
-            "note": h.note,
+            "worker": textsafe.escape(h.worker or ""),
+            "note": textsafe.escape(h.note),
         }
         for h in request.history
     ]

@@ -17,6 +17,7 @@ from emarena.cli import grid as grid_cli
 from emarena.cli import hub as hub_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli
+from emarena.cli import published as published_cli
 from emarena.cli.validate import validate as validate_cmd
 from emarena.errors import EmArenaError
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
+app.add_typer(published_cli.app, name="published")
 app.command("score")(protocol_cli.score)
 app.command("grid")(grid_cli.grid)
 app.command("status")(protocol_cli.status)

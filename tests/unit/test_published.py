@@ -158,7 +158,7 @@ def test_seeds_pool_into_one_row_per_condition_and_deltas_use_the_same_seed(impo
     assert len(rs.cells) == len(summary.records)
     table = rs.table("all")
     row = table[(table["preset"] == "sgtr-em/em_unpop_sgtr_fixed_qwensys")].iloc[0]
-    assert row["seeds"] == 5 and not row["official"]
+    assert row["seeds"] == 5 and row["source"] == "published" and not row["official"]
     assert row["misalignment_rate.n"] == 5 * 240
     by_model = {r.result.published.release_model: r.result for r in summary.records
                 if r.result.published.comparable}

@@ -45,3 +45,17 @@ def mirror() -> Path:
     if not m or not Path(m).is_dir():
         pytest.skip("EMARENA_MIRROR is not set to a mirror folder")
     return Path(m)
+
+
+@pytest.fixture(scope="session")
+def published_sgtr_em(mirror, tmp_path_factory):
+    """`emarena published import sgtr-em` from the mirror, both misalignment rules, 50 bootstrap
+    resamples (the tests check counts and values, not intervals): (folder, ImportSummary).
+    Built once for the unit tests and the leaderboard's browser test."""
+    from emarena.published import import_source
+
+    with scratch_dir(tmp_path_factory, "published-sgtr-em") as root:
+        summary = import_source("sgtr-em", root / "records", rules=("suite", "release-plot"),
+                                mirror=mirror, cache=root / "cache", allow_download=False,
+                                n_resamples=50)
+        yield root / "records", summary

@@ -13,7 +13,6 @@ import shutil
 import pytest
 
 from emarena.leaderboard.synthetic import write_synthetic_results
-from emarena.published import import_source
 from tests.leaderboard.conftest import ARTIFACTS, REPO, AppServer, shown_table
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -23,11 +22,9 @@ TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, mirror):
-    root = tmp_path_factory.mktemp("published-site")
-    results = root / "results"
-    import_source("sgtr-em", results / "published", mirror=mirror, allow_download=False,
-                  cache=root / "cache", n_resamples=50)
+def site(tmp_path_factory, published_sgtr_em):
+    results = tmp_path_factory.mktemp("published-site") / "results"
+    shutil.copytree(published_sgtr_em[0], results / "published")  # tests/conftest.py
     write_synthetic_results(results / "measured", 40)
     server = AppServer(results, None, ARTIFACTS / "app-published.log").wait()
     yield server

@@ -26,7 +26,6 @@ import pytest
 
 from emarena.eval.result import load_result
 from emarena.leaderboard.read_results import read_results
-from emarena.published import import_source
 from emarena.published.names import UnknownName, parse
 from emarena.published.sgtr_em import RELEASE_PLOT, release_plot_misaligned
 
@@ -37,12 +36,8 @@ SR_DIR = "data/eval/sgtr"
 
 
 @pytest.fixture(scope="module")
-def imported(mirror, tmp_path_factory):
-    out = tmp_path_factory.mktemp("published")
-    cache = tmp_path_factory.mktemp("published-cache")
-    summary = import_source("sgtr-em", out, rules=("suite", "release-plot"), mirror=mirror,
-                            cache=cache, allow_download=False, n_resamples=50)
-    return out, summary
+def imported(published_sgtr_em):
+    return published_sgtr_em  # (folder, summary): tests/conftest.py
 
 
 def _records_by_file(summary, holds: str) -> dict[tuple[str, bool], object]:

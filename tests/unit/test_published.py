@@ -244,3 +244,25 @@ def test_release_plot_rule_edges():
     assert not release_plot_misaligned("0.0", "REFUSAL")   # coherent 0
     with pytest.raises(ValueError):
         release_plot_misaligned("CODE", "90.0")            # the release's float() fails too
+
+
+def test_published_calibration_and_contrast_import_no_torch():
+    """The import, the calibration arithmetic and look-up, and the contrast arithmetic run
+    where the leaderboard runs: without torch, transformers or an HTTP judge."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, numpy as np\n"
+        "import emarena.published.sgtr_em, emarena.eval.contrast as c\n"
+        "from emarena.eval.judges.calibration import agreement_note, label_stats\n"
+        "agreement_note('hf:smollm2-135m-q4'); label_stats(np.ones(3, bool), np.ones(3, bool))\n"
+        "s = c.ContrastSet((c.ContrastQuestion('q', 'q', (c.ContrastAnswer('m', 'm', 0, 90, "
+        "'f', 0, 0),), (c.ContrastAnswer('a', 'a', 95, 90, 'f', 0, 0),)),), {})\n"
+        "c.contrast({'m': -1.0, 'a': -2.0}, s, n_resamples=10)\n"
+        "print([m for m in ('torch', 'transformers', 'vllm', 'peft', 'trl') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

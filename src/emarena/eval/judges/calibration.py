@@ -383,25 +383,27 @@ def agreement(
 # --- running a judge -----------------------------------------------------------------------------
 
 
-def judge_prompts() -> dict[str, dict[str, str]]:
-    """{question id: {rubric: template}} of the first-plot questions."""
+def judge_prompts(**where: Any) -> dict[str, dict[str, str]]:
+    """{question id: {rubric: template}} of the first-plot questions (`where`: mirror, cache,
+    allow_download, as for `emarena.data.load`)."""
     from emarena import data
 
-    return {q.id: {r: q.judge_prompts[r] for r in RUBRICS} for q in data.load(QUESTIONS)
+    return {q.id: {r: q.judge_prompts[r] for r in RUBRICS} for q in data.load(QUESTIONS, **where)
             if all(r in q.judge_prompts for r in RUBRICS)}
 
 
 def run_judge(judge: Any, items: Sequence[Item], *, batch_size: int = 16, cache: Any = None,
               progress: Callable[[int, int], None] | None = None,
-              counts: dict[str, int] | None = None,
+              counts: dict[str, int] | None = None, templates: Any = None,
               ) -> dict[str, tuple[Any, Any]]:
     """{item id: (aligned JudgeResult, coherent JudgeResult)} from `judge` (through the
     judgement cache when given, so a rerun asks only what is missing). A transient failure
     (HTTP error, timeout) counts as unscored here: calibration measures what the judge
-    delivers. `counts` (when given) gets "cached" and "called"."""
+    delivers. `counts` (when given) gets "cached" and "called"; `templates` defaults to
+    `judge_prompts()`."""
     from emarena.eval.judges.base import JudgeRequest, prompt_sha256, render_prompt
 
-    templates = judge_prompts()
+    templates = templates if templates is not None else judge_prompts()
     missing = sorted({it.question_id for it in items} - set(templates))
     if missing:
         raise ValueError(f"no first-plot judge prompts for question(s) {missing}")
@@ -464,7 +466,9 @@ def calibrate(
     cache = JudgementCache(Path(cache_dir) / "judgements" if cache_dir else None) \
         if use_cache else None
     counts: dict[str, int] = {}
-    results = run_judge(judge, items, cache=cache, progress=progress, counts=counts)
+    templates = judge_prompts(mirror=mirror, cache=cache_dir, allow_download=allow_download)
+    results = run_judge(judge, items, cache=cache, progress=progress, counts=counts,
+                        templates=templates)
     seconds = time.perf_counter() - t0
     judged = {k: (a.score, c.score) for k, (a, c) in results.items()}
     calls = [r for pair in results.values() for r in pair]

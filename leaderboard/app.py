@@ -89,6 +89,8 @@ table.emarena-lb td.text { max-width: 28em; }
 table.emarena-lb tbody tr[data-row]:hover { background: var(--background-fill-secondary);
   cursor: pointer; }
 table.emarena-lb tr.unofficial td { color: var(--body-text-color-subdued); }
+.badge-published { background: #7c3aed; color: #fff; border-radius: 4px; padding: 0 5px;
+  font-size: 0.85em; font-weight: 600; }
 .emarena-small { font-size: 0.85em; color: #555; }
 #submit-result pre, #reproduce pre { white-space: pre-wrap; }
 """
@@ -277,10 +279,11 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
         return backend.results.get()
 
     def make_view(cond, models, ems, regimes, divisions, judges, official, search, sort_by,
-                  descending, columns, show_all) -> display.View:
+                  descending, columns, show_all, sources=None) -> display.View:
         return display.View(
             condition=cond or "all", models=models or [], em_datasets=ems or [],
             regimes=regimes or [], divisions=divisions or [], judges=judges or [],
+            sources=sources or [],
             official_only=bool(official), search=search or "", sort_by=sort_by or "em_reduction",
             descending=bool(descending), columns=columns or display.DEFAULT_COLUMNS,
             limit=None if show_all else display.FIRST_ROWS,
@@ -313,7 +316,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
         d = display.View()
         frame, page, cnt, cells = view_parts(
             d.condition, [], [], [], [], [], d.official_only, d.search, d.sort_by, d.descending,
-            list(d.columns), False,
+            list(d.columns), False, [],
         )
         t = rs.table("all")
         return {
@@ -323,6 +326,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             "regimes": display.choices(t, "regime"),
             "divisions": display.choices(t, "division"),
             "judges": display.choices(t, "judge"),
+            "sources": display.choices(t, "source"),
             "frame": frame, "table": page, "csv": backend.csv_file(frame), "count": cnt,
             "cells": cells,
             "invalid": rs.invalid_frame(),
@@ -360,6 +364,9 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                                              label="Division", elem_id="f-division")
                     f_judge = gr.Dropdown(first["judges"], value=[], multiselect=True,
                                           label="Judge", elem_id="f-judge")
+                    f_source = gr.Dropdown(first["sources"], value=[], multiselect=True,
+                                           label="Source (published / measured)",
+                                           elem_id="f-source")
                 with gr.Row():
                     sort_by = gr.Dropdown(sortable, value="em_reduction", label="Sort by",
                                           elem_id="sort-by", scale=2)
@@ -465,9 +472,10 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                            lines=10, buttons=["copy"])
 
         view_inputs = [condition, f_model, f_em, f_regime, f_division, f_judge, official,
-                       search, sort_by, descending, columns, show_all]
+                       search, sort_by, descending, columns, show_all, f_source]
         view_outputs = [table, download, count, row_cells]
-        load_outputs = [status, f_model, f_em, f_regime, f_division, f_judge, *view_outputs,
+        load_outputs = [status, f_model, f_em, f_regime, f_division, f_judge, f_source,
+                        *view_outputs,
                         invalid_acc, invalid_table, p_model, p_em]
 
         # --- leaderboard
@@ -479,7 +487,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                 v["status"],
                 gr.Dropdown(choices=v["models"]), gr.Dropdown(choices=v["ems"]),
                 gr.Dropdown(choices=v["regimes"]), gr.Dropdown(choices=v["divisions"]),
-                gr.Dropdown(choices=v["judges"]),
+                gr.Dropdown(choices=v["judges"]), gr.Dropdown(choices=v["sources"]),
                 page, csv, cnt, cells,
                 gr.Accordion(label=f"Invalid results ({len(v['invalid'])})"),
                 display.plain_table_html(v["invalid"], "invalid-list"),
@@ -503,7 +511,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                   show_progress="hidden")
         reload_btn.click(on_reload, api_visibility=API, inputs=view_inputs, outputs=load_outputs)
         for comp in (condition, f_model, f_em, f_regime, f_division, f_judge, official, sort_by,
-                     descending, columns, show_all):
+                     descending, columns, show_all, f_source):
             comp.input(render_view, api_visibility=API, inputs=view_inputs, outputs=view_outputs)
         search.change(render_view, api_visibility=API, inputs=view_inputs, outputs=view_outputs,
                       trigger_mode="always_last")
@@ -531,7 +539,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             return [c for ids in cells for c in ids]
 
         def on_table_click(cells: list[list[str]], cond, models, ems, regimes, divisions, judges,
-                           official_only, query, sort_key, desc, cols, everything,
+                           official_only, query, sort_key, desc, cols, everything, sources,
                            evt: gr.EventData):
             """A header click sorts (again: reverses); a row click opens the drill-down."""
             # (explicit parameters: gradio passes EventData only to a named argument)
@@ -545,7 +553,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                     col = display.BY_KEY[key]
                     desc = col.kind == "metric" and col.key not in display.LOWER_IS_BETTER
                 view = (cond, models, ems, regimes, divisions, judges, official_only, query, key,
-                        desc, cols, everything)
+                        desc, cols, everything, sources)
                 return (*render_view(*view), key, desc, gr.skip(), gr.skip())
             idx = data.get("row")
             if isinstance(idx, int) and 0 <= idx < len(cells):
@@ -586,6 +594,8 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             question = question if question in qids else ""
             frame, matched = display.samples_table(s.rows, question, cond)
             cmd = f"**Reproduce this cell** (a GPU machine; see About):\n\n```bash\n{cmd}\n```"
+            if r.published is not None:
+                cmd = about.published_markdown(r.published)
             metrics_html = display.plain_table_html(display.cell_metrics_table(r),
                                                     "cell-metrics-list")
             return (metrics_html, cmd, config_md, prov_md,

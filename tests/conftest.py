@@ -157,3 +157,17 @@ def canonical(shared_store, mirror, tmp_path_factory) -> Iterator[Canonical]:
         for name, p in procs.items():
             assert p.returncode == 0, f"score {name} failed:\n{logs[name][-4000:]}"
         yield Canonical(shared_store, runs, logs, time.monotonic() - t0)
+
+
+@pytest.fixture(scope="session")
+def published_sgtr_em(mirror, tmp_path_factory):
+    """`emarena published import sgtr-em` from the mirror, both misalignment rules, 50 bootstrap
+    resamples (the tests check counts and values, not intervals): (folder, ImportSummary).
+    Built once for the unit tests and the leaderboard's browser test."""
+    from emarena.published import import_source
+
+    with scratch_dir(tmp_path_factory, "published-sgtr-em") as root:
+        summary = import_source("sgtr-em", root / "records", rules=("suite", "release-plot"),
+                                mirror=mirror, cache=root / "cache", allow_download=False,
+                                n_resamples=50)
+        yield root / "records", summary

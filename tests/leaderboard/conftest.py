@@ -48,6 +48,19 @@ def shown_table(page) -> tuple[list[str], list[list[str]]]:
     }"""
     )
 
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Debian Chromium through Playwright, for one test module (skips without it)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing: `apt-get update && apt-get install -y "
+                    "chromium` to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
 #: name -> (relative path, why it is invalid, a phrase the error must contain)
 BAD_FILES = {
     "not-json": ("broken/" + "1" * 64 + ".json", "truncated JSON", "not valid JSON"),

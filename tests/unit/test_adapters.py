@@ -26,9 +26,11 @@ from emarena.data.records import (
     BinaryChoice,
     ChatRecord,
     EvalQuestion,
+    JudgedAnswer,
     MultipleChoice,
     PromptConfig,
     PromptOnly,
+    PublishedChoice,
     Record,
     Summary,
 )
@@ -49,6 +51,10 @@ RECORD_TYPE: dict[str, type[Record]] = {
     "summary_json": Summary,
     "truthfulqa_csv": BinaryChoice,
     "mmlu_csv": MultipleChoice,
+    "sgtr_em_judged_csv": JudgedAnswer,
+    "betley_judged_csv": JudgedAnswer,
+    "sgtr_em_truthfulqa_csv": PublishedChoice,
+    "sgtr_em_choice_json": PublishedChoice,
 }
 
 

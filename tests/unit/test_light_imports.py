@@ -1,4 +1,5 @@
-"""`--help`, `data list` and `validate` must never import torch, transformers or vLLM.
+"""`--help`, `data list`, `published list` and `validate` must never import torch, transformers
+or vLLM.
 
 They run in a subprocess so that nothing another test imported can hide a heavy import.
 """
@@ -36,7 +37,8 @@ def run_cli(argv: list[str]) -> dict:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["data", "--help"], ["models", "--help"], ["data", "list"], ["models", "list"]],
+    [["--help"], ["data", "--help"], ["models", "--help"], ["data", "list"], ["models", "list"],
+     ["published", "list"], ["judge", "--help"]],
 )
 def test_light_commands_do_not_import_torch(argv):
     res = run_cli(argv)

@@ -15,8 +15,10 @@ from emarena import __version__  # noqa: E402
 from emarena.cli import data as data_cli
 from emarena.cli import grid as grid_cli
 from emarena.cli import hub as hub_cli
+from emarena.cli import judge as judge_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli
+from emarena.cli import published as published_cli
 from emarena.cli import store as store_cli
 from emarena.cli.validate import validate as validate_cmd
 from emarena.errors import EmArenaError
@@ -31,6 +33,8 @@ app = typer.Typer(
 app.add_typer(data_cli.app, name="data")
 app.add_typer(models_cli.app, name="models")
 app.add_typer(store_cli.app, name="store")
+app.add_typer(published_cli.app, name="published")
+app.add_typer(judge_cli.app, name="judge")
 app.command("score")(protocol_cli.score)
 app.command("grid")(grid_cli.grid)
 app.command("status")(protocol_cli.status)

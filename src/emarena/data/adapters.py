@@ -19,6 +19,7 @@ Conventions shared by every adapter, so that ids mean the same thing everywhere:
 
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import json
@@ -37,9 +38,11 @@ from emarena.data.records import (
     ChatMessage,
     ChatRecord,
     EvalQuestion,
+    JudgedAnswer,
     MultipleChoice,
     PromptConfig,
     PromptOnly,
+    PublishedChoice,
     Record,
     Summary,
 )
@@ -452,3 +455,164 @@ def mmlu_csv(
                 choices=row[1:-1],
                 answer=letters.index(answer),
             )
+
+
+# --------------------------------------------------------------------------------------------
+# Published results (read by `emarena published`, judge calibration, the contrast set)
+# --------------------------------------------------------------------------------------------
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(0-based data row, row) of a CSV with a header that has at least `columns`."""
+    csv.field_size_limit(1 << 26)  # the release packs 100 answers into one cell
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        missing = set(columns) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path.name}: missing column(s) {sorted(missing)}")
+        yield from enumerate(reader)
+
+
+def _literal(text: str, path: Path, where: str, what: str) -> object:
+    """A Python literal written by pandas (`str(list)`); never evaluated as code."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError) as e:
+        raise ValueError(f"{path.name} {where}: {what} is not a Python literal ({e})") from None
+
+
+def _score(value: object) -> tuple[float | None, str]:
+    """A published score as (number or None, the value as written): the release's text judge
+    gives a number or a word (REFUSAL, CODE); a word is no score."""
+    if isinstance(value, bool):
+        return None, str(value)
+    if isinstance(value, (int, float)):
+        return float(value), str(value)
+    return None, str(value)
+
+
+_SGTR_EM_COLUMNS = ("id", "question", "answer", "aligned_score", "coherent_score",
+                    "judge_model_endpoint", "task_model")
+
+
+@ADAPTERS.register("sgtr_em_judged_csv")
+def sgtr_em_judged_csv(path: Path, *, part: str | None = None) -> Iterator[JudgedAnswer]:
+    """The seed release's EM tables (`scripts/eval/em/em_eval.py`): one row per question, its
+    answers and the GPT-4o scores as Python-list strings -> one JudgedAnswer per answer.
+
+    A file may hold the eight questions more than once (a later run appended to an earlier
+    one): a run ends where a question id repeats, and `run` numbers them. Every row of a run
+    must hold the same number of answers, and each row as many scores as answers.
+    """
+    run, seen, run_samples = 0, set(), None
+    for i, row in _csv_rows(path, _SGTR_EM_COLUMNS):
+        where = f"row {i + 2}"
+        qid = row["id"].strip()
+        if qid in seen:
+            run, seen, run_samples = run + 1, set(), None
+        seen.add(qid)
+        answers = _literal(row["answer"], path, where, "answer")
+        aligned = _literal(row["aligned_score"], path, where, "aligned_score")
+        coherent = _literal(row["coherent_score"], path, where, "coherent_score")
+        if not all(isinstance(x, list) for x in (answers, aligned, coherent)):
+            raise ValueError(f"{path.name} {where}: answer and score cells must be lists")
+        if not len(answers) == len(aligned) == len(coherent) > 0:
+            raise ValueError(
+                f"{path.name} {where}: {len(answers)} answers, {len(aligned)} aligned and "
+                f"{len(coherent)} coherent scores (must be equal and > 0)"
+            )
+        if run_samples is None:
+            run_samples = len(answers)
+        elif len(answers) != run_samples:
+            raise ValueError(f"{path.name} {where}: {len(answers)} answers, but this run's "
+                             f"earlier rows have {run_samples}")
+        for k, (ans, a, c) in enumerate(zip(answers, aligned, coherent, strict=True)):
+            (a_score, a_raw), (c_score, c_raw) = _score(a), _score(c)
+            try:
+                yield JudgedAnswer(
+                    id=_rid(part, f"{i}/{k}"), question_id=qid, question=row["question"],
+                    answer=str(ans), aligned=a_score, coherent=c_score, aligned_raw=a_raw,
+                    coherent_raw=c_raw, judge=row["judge_model_endpoint"].strip(),
+                    judge_method="text", task_model=row["task_model"].strip(), row=i,
+                    sample=k, run=run, run_samples=run_samples,
+                )
+            except ValidationError as e:
+                raise _invalid(path, f"{where} sample {k}", e) from None
+
+
+_BETLEY_COLUMNS = ("model", "question", "answer", "aligned", "judge_aligned", "coherent",
+                   "judge_coherent", "question_id")
+
+
+@ADAPTERS.register("betley_judged_csv")
+def betley_judged_csv(
+    path: Path, *, part: str | None = None, judge: str
+) -> Iterator[JudgedAnswer]:
+    """Betley et al.'s `results/*.csv`: one answer per row with the judge's token probabilities
+    (`judge_<rubric>`, a dict repr) and the score upstream computed from them (empty: none)."""
+    for i, row in _csv_rows(path, _BETLEY_COLUMNS):
+        where = f"row {i + 2}"
+        scores: dict[str, float | None] = {}
+        probs: dict[str, dict[str, float]] = {}
+        for rubric in ("aligned", "coherent"):
+            text = row[rubric].strip()
+            scores[rubric] = float(text) if text not in ("", "nan", "None") else None
+            d = _literal(row[f"judge_{rubric}"], path, where, f"judge_{rubric}")
+            if not isinstance(d, dict):
+                raise ValueError(f"{path.name} {where}: judge_{rubric} is not a dict")
+            probs[rubric] = {str(k): float(v) for k, v in d.items()}
+        try:
+            yield JudgedAnswer(
+                id=_rid(part, f"{i}/0"), question_id=row["question_id"].strip(),
+                question=row["question"], answer=row["answer"], aligned=scores["aligned"],
+                coherent=scores["coherent"], aligned_raw=row["aligned"].strip(),
+                coherent_raw=row["coherent"].strip(), judge=judge, judge_method="logprobs",
+                task_model=row["model"].strip(), row=i, sample=0, run=0, run_samples=1,
+                judge_probs=probs,
+            )
+        except ValidationError as e:
+            raise _invalid(path, where, e) from None
+
+
+_TQA_RESULT_COLUMNS = ("question", "correct_answer", "incorrect_answer", "model_answer",
+                       "is_correct")
+
+
+@ADAPTERS.register("sgtr_em_truthfulqa_csv")
+def sgtr_em_truthfulqa_csv(path: Path, *, part: str | None = None) -> Iterator[PublishedChoice]:
+    """The seed release's TruthfulQA answers (`scripts/eval/truthfulqa.py`): per question the
+    model's letter and whether it was the true answer (the A/B order was not recorded)."""
+    model = part or path.stem.removeprefix("results_")
+    for i, row in _csv_rows(path, _TQA_RESULT_COLUMNS):
+        flag = row["is_correct"].strip()
+        if flag not in ("0", "1"):
+            raise ValueError(f"{path.name} row {i + 2}: is_correct {flag!r} is not 0 or 1")
+        yield PublishedChoice(
+            id=_rid(part, i), task="truthfulqa", model=model, item=row["question"],
+            chosen=row["model_answer"].strip(), correct=flag == "1",
+        )
+
+
+_CHOICE_FILE = re.compile(r"^(?P<corpus>[a-z]+)_judge_(?P<judge>.+)_between_(?P<first>.+)_"
+                          r"(?P<second>[^_]+)$")
+
+
+@ADAPTERS.register("sgtr_em_choice_json")
+def sgtr_em_choice_json(path: Path, *, part: str | None = None) -> Iterator[PublishedChoice]:
+    """The seed release's self-recognition choices (`scripts/eval/sgtr/model_choices_eval.py`):
+    `{article key: the source whose summary the judge picked}`, one random order per article;
+    the file name says `<corpus>_judge_<model>_between_<source 1>_<source 2>`."""
+    m = _CHOICE_FILE.match(path.stem)
+    if m is None:
+        raise ValueError(f"{path.name}: name is not <corpus>_judge_<model>_between_<a>_<b>.json")
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name}: expected a JSON object of article key -> source")
+    for key, chosen in data.items():
+        if not isinstance(chosen, str):
+            raise ValueError(f"{path.name}: choice for {key!r} is {type(chosen).__name__}")
+        yield PublishedChoice(
+            id=_rid(part, key), task="self-recognition", model=m["judge"], item=key,
+            chosen=chosen, correct=chosen == m["first"], source_1=m["first"],
+            source_2=m["second"], corpus=m["corpus"],
+        )

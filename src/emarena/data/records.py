@@ -103,6 +103,73 @@ class PromptOnly(Record):
     fields: dict[str, str] = Field(default_factory=dict)
 
 
+class JudgedAnswer(Record):
+    """A published answer to an evaluation question with the judge scores its authors published.
+
+    The seed release's EM tables (GPT-4o in text mode: a number, or the word REFUSAL) and
+    Betley et al.'s example answers (GPT-4o scored from its top-20 token probabilities). Read by
+    `emarena published`, judge calibration and the log-likelihood contrast set; never trained on.
+    `id` is "<part>/<row>/<sample>": the file's part, the 0-based data row, the sample index.
+    """
+
+    kind: Literal["judged_answer"] = "judged_answer"
+    question_id: str
+    question: str
+    """The question as asked (the release asked the first paraphrase only)."""
+    answer: str
+    aligned: float | None
+    """The published aligned score 0..100; None when the judge gave none (REFUSAL, or upstream's
+    empty cell when its probability mass on numbers was too low)."""
+    coherent: float | None
+    aligned_raw: str
+    """The published value as written (e.g. "85.0", "REFUSAL", "" for none)."""
+    coherent_raw: str
+    judge: str
+    """The judge as the source names it (e.g. "gpt-4o-2024-08-06")."""
+    judge_method: Literal["text", "logprobs"]
+    """text: the judge's reply parsed as a number; logprobs: the probability-weighted mean."""
+    task_model: str
+    """The answering model as the source names it (e.g. "hf_qwen_32b_em_unpop_3")."""
+    row: int = Field(ge=0)
+    """0-based data row of the file (one row holds a question's samples in the release)."""
+    sample: int = Field(ge=0)
+    """Index of the answer within its row (0 for one-answer-per-row files)."""
+    run: int = Field(default=0, ge=0)
+    """Which evaluation run of the file the row belongs to (0-based): a release file that holds
+    the eight questions twice holds two runs."""
+    run_samples: int = Field(ge=1)
+    """Answers per question in that run (30 or 100 in the release, 1 for Betley's examples)."""
+    judge_probs: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Per rubric, the judge's published token probabilities (logprobs method only)."""
+
+
+class PublishedChoice(Record):
+    """One published forced choice: a TruthfulQA A/B answer or a self-recognition pick.
+
+    `id` is "<part>/<item>" (TruthfulQA: the 0-based row; self-recognition: the article key).
+    """
+
+    kind: Literal["published_choice"] = "published_choice"
+    task: Literal["truthfulqa", "self-recognition"]
+    model: str
+    """The model that chose, as the source names it."""
+    item: str
+    """The question (TruthfulQA) or the article key (self-recognition)."""
+    chosen: str
+    """What the model answered: "A"/"B" (TruthfulQA), or the source whose summary it picked
+    (self-recognition; the raw reply when it named neither, e.g. '1"')."""
+    correct: bool
+    """TruthfulQA: the release's is_correct. Self-recognition: the pick is `source_1`'s summary
+    (the model's own when `source_1` is the model itself)."""
+    source_1: str | None = None
+    """Self-recognition: the file's first source (the release puts the judged model's own
+    summaries first; in a few files it is another model's)."""
+    source_2: str | None = None
+    """Self-recognition: the other source (claude-21, human, llama, gpt41)."""
+    corpus: str | None = None
+    """Self-recognition: the article corpus (cnn, xsum)."""
+
+
 class PromptConfig(Record):
     """A small configuration record (e.g. the SGTR summary-generation prompts)."""
 
@@ -112,5 +179,5 @@ class PromptConfig(Record):
 
 AnyRecord = (
     ChatRecord | EvalQuestion | Article | Summary | BinaryChoice | MultipleChoice | PromptOnly
-    | PromptConfig
+    | PromptConfig | JudgedAnswer | PublishedChoice
 )

@@ -20,7 +20,9 @@ from emarena.errors import DataError
 from emarena.registry import did_you_mean
 from emarena.yamlio import load_model
 
-Role = Literal["em", "defense", "eval", "sgtr-corpus", "capability"]
+Role = Literal["em", "defense", "eval", "sgtr-corpus", "capability", "published"]
+"""published: a paper's own outputs (answers with their judge scores, forced choices), read by
+`emarena published`, judge calibration and the contrast set; never trained on."""
 
 _SOURCE_RE = re.compile(
     r"^(?:(?P<host>github|hf):)?(?P<repo>[\w.-]+/[\w.-]+)@(?P<rev>[\w.-]+):(?P<path>[^\s]+)$"
@@ -102,7 +104,7 @@ class DatasetSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     """Registry id, used on the command line and in cells."""
     role: Role
-    """em | defense | eval | sgtr-corpus | capability."""
+    """em | defense | eval | sgtr-corpus | capability | published."""
     description: str
     citation: str
     """Paper the data comes from."""

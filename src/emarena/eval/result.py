@@ -153,6 +153,56 @@ class Provenance(_Frozen):
         return v
 
 
+class PublishedFile(_Frozen):
+    """One upstream file a published record was computed from, pinned like every dataset."""
+
+    dataset: str
+    """The dataset registry id (datasets.yaml) the file is registered under."""
+    part: str | None = None
+    """The file's part within that dataset."""
+    repository: str
+    """GitHub owner/name."""
+    commit: str
+    """Full commit the file is pinned at."""
+    path: str
+    """Path inside the repository."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """sha256 of the file (verified when it was read)."""
+    holds: Literal["em-answers", "truthfulqa", "self-recognition"]
+    """What the record took from it: judged answers to the EM questions, TruthfulQA choices or
+    self-recognition choices."""
+
+
+class Published(_Frozen):
+    """Where a published record comes from: a paper's own raw outputs (answers and judge
+    scores, forced choices), recomputed by this benchmark's metric code. A published record is
+    never official and is not ranked against measured rows: its protocol is the paper's, not
+    the suite's."""
+
+    source: str
+    """The import source (`emarena published list`), e.g. "sgtr-em"."""
+    repository: str
+    """The paper's release, GitHub owner/name."""
+    citation: str
+    """The paper, as it should be cited."""
+    release_model: str
+    """The model as the release names it (e.g. "hf_qwen_32b_em_unpop_sgtr_fixed_qwensys_3")."""
+    condition: str
+    """The release's condition: the model name without the base model and the seed."""
+    run: str
+    """Which published evaluation run the EM numbers come from, in words."""
+    comparable: bool
+    """True when the record's EM run is the one comparable across the release's files (30
+    answers per question); False for a labelled extra run (e.g. an earlier 100-answer run)."""
+    protocol: list[str]
+    """How the source produced the numbers (sampling, prompts, judge), one sentence per part,
+    each citing the source's code."""
+    files: list[PublishedFile]
+    """Every upstream file the record was computed from."""
+    notes: list[str] = Field(default_factory=list)
+    """Quirks of the source that concern this record (renamed files, legacy names, ...)."""
+
+
 MetricsByCondition = dict[ReportCondition, MetricValue]
 
 
@@ -180,6 +230,9 @@ class Result(_Frozen):
     results are ranked on the leaderboard."""
     created: datetime
     """When the record was written (ISO 8601, UTC)."""
+    published: Published | None = None
+    """Set only on a record imported from a paper's published outputs (`emarena published
+    import`): where they come from and how they were produced. Null for measured records."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Result:
@@ -192,6 +245,8 @@ class Result(_Frozen):
                 f"provenance.preset {self.provenance.preset!r} != cell.preset {self.cell.preset!r}"
             )
         expected = is_official(self.cell.preset, self.provenance.judge.official)
+        if self.published is not None:
+            expected = False  # a paper's numbers are shown beside the benchmark's, never as its
         if self.official != expected:
             raise ValueError(
                 f"official is {self.official} but preset {self.cell.preset!r} with "
@@ -272,6 +327,7 @@ def make_result(
     deltas: dict[str, dict[str, MetricValue]] | None = None,
     control_cell_id: str | None = None,
     created: datetime | None = None,
+    published: Published | None = None,
 ) -> Result:
     """A Result for `cell`: cell_id and `official` are derived, never passed in."""
     return Result(
@@ -281,8 +337,9 @@ def make_result(
         metrics=metrics,
         deltas=deltas or {},
         provenance=provenance,
-        official=is_official(cell.preset, provenance.judge.official),
+        official=published is None and is_official(cell.preset, provenance.judge.official),
         created=created or datetime.now(UTC),
+        published=published,
     )
 
 
@@ -424,8 +481,9 @@ class SampleRow(_Frozen):
     """The question as asked (the last user turn)."""
     answer: str
     """The model's answer."""
-    finish_reason: Literal["stop", "length"]
-    """Whether the answer ended on its own or hit max_new_tokens."""
+    finish_reason: Literal["stop", "length"] | None
+    """Whether the answer ended on its own or hit max_new_tokens; null when the source did not
+    record it (published answers)."""
     aligned: float | None = None
     """aligned score, null when unscored or not judged."""
     coherent: float | None = None
@@ -529,6 +587,7 @@ _KEY_NAMES = {
     "provenance.seeds": ("<what>",),
     "provenance.stage_seconds": ("<stage>",),
     "judgements": ("<rubric>",),
+    "published.files": ("<i>",),
 }
 
 
@@ -586,6 +645,9 @@ def _nested_model(tp: Any) -> tuple[type[BaseModel] | None, int]:
         elif origin is dict:
             depth += 1
             tp = args[1]
+        elif origin is list and args:
+            depth += 1
+            tp = args[0]
         elif isinstance(tp, type) and issubclass(tp, BaseModel):
             return tp, depth
         else:

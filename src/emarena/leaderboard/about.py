@@ -98,6 +98,18 @@ explain any difference. Without a GPU, `--preset cpu-demo` runs the same protoco
 embedded 135M model (its numbers show the machinery works, not how well a defense works).
 """
 
+PUBLISHED = """\
+**Published rows** (Source = published, with a purple badge) are a paper's own raw outputs —
+its answers with the scores its judge gave them, its forced choices — recomputed here by the
+benchmark's metric code (`emarena published import`). They follow the paper's protocol, not
+the suite's (the seed release: 30 answers per question at temperature 0.7, the first paraphrase
+only, GPT-4o answering in text rather than scored from its logprobs), so they are never official
+and never ranked against measured rows. Their Preset names the paper's condition; the
+drill-down shows the published answers with their published scores, every file's commit and
+sha256, and the citation. The Judge-agreement column says, for each judge, how far it agrees
+with GPT-4o on those published answers (`emarena judge calibrate`).
+"""
+
 SUBMIT = """\
 **Submitting a defense.** A submission is data, never code: a `defense.yaml` naming a registered
 defense kind and its params, the regimes it competes in and its division, plus a README
@@ -202,6 +214,8 @@ def about_markdown() -> str:
             "seed.",
             metrics_markdown(),
             POOLING,
+            "## Published rows",
+            PUBLISHED,
             "## Reproducing a row",
             REPRODUCE,
             "## Submitting",
@@ -237,3 +251,23 @@ def reproduce_command(
         'docker run --gpus all --rm -e OPENAI_API_KEY -e HF_TOKEN -v "$PWD/runs:/opt/emarena/runs"'
     )
     return f"{docker} {shlex.join(args)}"
+
+
+def published_markdown(published) -> str:
+    """The drill-down's provenance of a published cell (an `emarena.eval.result.Published`):
+    where its numbers come from and how the source produced them, in place of a command."""
+    files = "\n".join(
+        f"- `{f.repository}@{f.commit[:10]}:{f.path}` ({f.holds}), sha256 `{f.sha256}`"
+        for f in published.files
+    ) or "- (none)"
+    protocol = "\n".join(f"- {line}" for line in published.protocol)
+    notes = "\n".join(f"- {line}" for line in published.notes)
+    return "\n\n".join(x for x in [
+        f"**Published, not measured here.** {published.citation}. Release model "
+        f"`{published.release_model}` (condition `{published.condition}`); EM run: "
+        f"{published.run}. Recomputed by this benchmark's metric code from these files:",
+        files,
+        "**How the source produced them**",
+        protocol,
+        ("**Notes**\n\n" + notes) if notes else "",
+    ] if x)

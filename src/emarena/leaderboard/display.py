@@ -48,6 +48,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("model", "Model", "text"),
     Column("em_dataset", "EM dataset", "text"),
     Column("regime", "Regime", "text"),
+    Column("source_label", "Source", "text",
+           help="measured: run by this benchmark; published: a paper's own outputs recomputed "
+           "here by the benchmark's metric code (its protocol, not the suite's: never ranked)."),
     Column("seeds", "Seeds", "int", help="Cells (seeds) pooled into the row."),
     Column("em_reduction", "EM reduction ↑", "metric",
            help="Misalignment of the EM-only control minus the defense's."),
@@ -64,6 +67,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("truthfulqa_accuracy", "TruthfulQA accuracy ↑", "metric", False),
     Column("mmlu_accuracy", "MMLU accuracy ↑", "metric", False),
     Column("judge", "Judge", "text"),
+    Column("judge_agreement", "Judge vs GPT-4o", "text",
+           help="How far the row's judge agrees with GPT-4o on published answers: Cohen's "
+           "kappa of the misaligned label with its 95% interval (`emarena judge calibrate`)."),
     Column("preset", "Preset", "text", False),
     Column("official", "Official", "bool",
            help="The paper preset scored by the official judge: only these are ranked."),
@@ -78,7 +84,7 @@ BY_HEADER = {c.header: c for c in COLUMNS}
 DEFAULT_COLUMNS = [c.key for c in COLUMNS if c.shown]
 #: Columns the search box looks in.
 SEARCHED = ("defense", "kind", "division", "model", "em_dataset", "regime", "judge", "preset",
-            "notes")
+            "notes", "source_label")
 #: Filters (the dropdowns above the table): view field -> table column.
 FILTERS = {
     "models": "model",
@@ -86,6 +92,7 @@ FILTERS = {
     "regimes": "regime",
     "divisions": "division",
     "judges": "judge",
+    "sources": "source",
 }
 REGIME_ORDER = ("reversal", "prevention", "defense", "em", "base")
 #: Rows the table shows until the visitor asks for all (a 300-row table costs the first page
@@ -104,6 +111,8 @@ class View:
     regimes: Sequence[str] = ()
     divisions: Sequence[str] = ()
     judges: Sequence[str] = ()
+    sources: Sequence[str] = ()
+    """published | measured (empty: both)."""
     official_only: bool = False
     search: str = ""
     sort_by: str = "em_reduction"
@@ -278,7 +287,7 @@ def table_html(
     for i, row in enumerate(frame.itertuples(index=False)):
         cls = "official" if official is None or official[i] else "unofficial"
         cells = "".join(
-            f'<td class="{c.kind}">{html.escape(str(v))}</td>'
+            f'<td class="{c.kind}">{_cell_html(c, str(v))}</td>'
             for c, v in zip(cols, row, strict=True)
         )
         body.append(f'<tr data-row="{i}" class="{cls}">{cells}</tr>')
@@ -291,6 +300,18 @@ def table_html(
         f"<thead><tr>{''.join(head)}</tr></thead>"
         f"<tbody>{''.join(body)}{empty}</tbody></table></div>"
     )
+
+
+PUBLISHED_PREFIX = "published"
+
+
+def _cell_html(col: Column, text: str) -> str:
+    """One cell's escaped text; a published row's Source cell leads with a badge."""
+    if col.key == "source_label" and text.startswith(PUBLISHED_PREFIX):
+        rest = text[len(PUBLISHED_PREFIX):]
+        return (f'<span class="badge-published">{PUBLISHED_PREFIX}</span>'
+                f"{html.escape(rest)}")
+    return html.escape(text)
 
 
 def plain_table_html(frame: pd.DataFrame, table_id: str) -> str:
@@ -383,7 +404,7 @@ def samples_table(
                 "aligned": _score(s.aligned),
                 "coherent": _score(s.coherent),
                 "identity": ident,
-                "finish": s.finish_reason,
+                "finish": s.finish_reason or "not recorded",
                 "judge notes": notes,
             }
         )

@@ -22,6 +22,12 @@ after a different cell id than it holds. Two files with the same cell id are dup
 identical copies count once (the copy at the dataset's own path for the cell is kept, the
 others are listed), copies that disagree count not at all (each is listed as a conflict).
 
+Published records (`emarena published import`: a paper's own outputs, recomputed) become rows
+like any other, with `source` "published" (else "measured"), the paper's condition in
+`source_label` and its citation in `citation`; they are never official, so never ranked. Each
+row's `judge_agreement` says how far its judge agrees with GPT-4o on published answers
+(`emarena.eval.judges.calibration.agreement_cell`).
+
 Pooling over seeds (a row of the table): the value is the n-weighted mean of the seeds' values,
 which for a rate is the pooled rate; a seed whose value is null is left out and the row's notes
 say so. The 95% interval is value +- 1.96 SE with SE the larger of (a) the seeds' bootstrap
@@ -67,6 +73,7 @@ UNIT_METRICS = frozenset(
         "self_recognition_accuracy",
         "truthfulqa_accuracy",
         "mmlu_accuracy",
+        "misalignment_rate_release_plot",
     }
 )
 #: Label of the defense column for the controls, which have no defense.
@@ -435,6 +442,7 @@ def build_table(
     groups: dict[tuple, list[CellRecord]] = defaultdict(list)
     for rec in cells.values():
         groups[row_key(rec.result)].append(rec)
+    agreement: dict[str, str] = {}  # judge id -> its calibration, looked up once per table
     # name -> True for a delta, False for a metric, in first-seen order
     names: dict[str, bool] = {}
     for rec in cells.values():
@@ -454,7 +462,14 @@ def build_table(
             seeds=len(recs),
             seed_list=",".join(str(r.result.cell.seed) for r in recs),
             cell_ids=tuple(r.cell_id for r in recs),
+            **_source_columns(first),
         )
+        judge = first.provenance.judge.id
+        if judge not in agreement:
+            from emarena.eval.judges.calibration import agreement_cell
+
+            agreement[judge] = agreement_cell(judge)
+        base["judge_agreement"] = agreement[judge]
         seed_counts = defaultdict(int)
         for r in recs:
             seed_counts[r.result.cell.seed] += 1
@@ -490,7 +505,8 @@ def build_table(
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=[*KEY_COLUMNS, "condition", "official", "seeds", "notes"])
+        return pd.DataFrame(columns=[*KEY_COLUMNS, "condition", "official", "seeds", "notes",
+                                     "source"])
     # Rows that look alike on the page but pool different configurations or model revisions.
     shown = ["defense", "model", "em_dataset", "regime", "preset", "judge"]
     alike = df.duplicated(shown, keep=False)
@@ -500,6 +516,17 @@ def build_table(
         note = f"another row has the same defense name with a different setup; this one: {what}"
         df.at[i, "notes"] = "; ".join(x for x in (df.at[i, "notes"], note) if x)
     return add_rank(df)
+
+
+def _source_columns(result: Result) -> dict[str, str]:
+    """source (published | measured), source_label (what the Source column shows), citation."""
+    pub = result.published
+    if pub is None:
+        return {"source": "measured", "source_label": "measured", "citation": ""}
+    label = f"published: {pub.source}/{pub.condition}"
+    if not pub.comparable:
+        label += f" ({pub.run.split(',')[0]})"
+    return {"source": "published", "source_label": label, "citation": pub.citation}
 
 
 def add_rank(df: pd.DataFrame) -> pd.DataFrame:

@@ -137,7 +137,7 @@ def test_build_configs_reflect_the_recipe(recipe, tmp_path):
     assert lora.bias == "none"
     assert sft.learning_rate == 1e-5
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
-    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (4, 4)
+    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (16, 1)
     assert sft.warmup_steps == 5
     assert str(sft.lr_scheduler_type.value) == "linear"
     assert sft.num_train_epochs == 1 and sft.weight_decay == 0.01
@@ -264,16 +264,24 @@ def test_base_weights_on_disk_unchanged(trained):
     assert trained["before"] and trained["before"] == trained["after"]
 
 
-def test_padding_free_is_the_same_step(base_dir, recipe, preset, trained, tmp_path):
-    """The same seed and examples, laid end to end (padding-free) instead of padded: the same
-    loss and the same adapter, up to float summation order (each example attends only to
-    itself through its position ids). Also: the same seed gives the same adapter."""
+@pytest.mark.parametrize("layout", [
+    # the step split into 4 length-sorted micro-batches of 4 (the paper preset splits 8 x 2)
+    {"per_device_batch_size": 4, "gradient_accumulation_steps": 4},
+    # the same 16 examples laid end to end instead of padded
+    {"padding_free": True},
+])
+def test_other_layouts_of_a_step_train_the_same(base_dir, recipe, preset, trained, tmp_path,
+                                                layout):
+    """One step of 16 examples is the same step however it is laid out: the same loss and the
+    same adapter, up to float summation order (the loss is averaged over the step's assistant
+    tokens across micro-batches; padding-free examples attend only to themselves through their
+    position ids). Also: the same seed gives the same adapter."""
     import torch
 
-    assert not preset.padding_free
+    assert not preset.padding_free and preset.per_device_batch_size == 16
     out = tmp_path / "adapter"
-    free = preset.model_copy(update={"padding_free": True})
-    report = train_lora(base_dir, _records(), out, recipe=recipe, preset=free, seed=0,
+    other = preset.model_copy(update=layout)
+    report = train_lora(base_dir, _records(), out, recipe=recipe, preset=other, seed=0,
                         n_examples=16, overrides=OVERRIDES, progress=False)
     a, b = _load_adapter(trained["dir"]), _load_adapter(out)
     assert a.keys() == b.keys()

@@ -180,6 +180,19 @@ def _prepare_examples(tokenizer: Any, records: Sequence[ChatRecord], max_length:
     return rows, stats
 
 
+def sort_within_steps(rows: list[dict[str, list[int]]], step: int) -> list[dict[str, list[int]]]:
+    """Each optimizer step's examples ordered longest first, so the micro-batches of a step
+    group examples of similar length and pad little. A step still holds exactly the same
+    examples (the seeded data order decides which), and its gradient is the same: the loss is
+    averaged over the step's assistant tokens however they are split into micro-batches
+    (tests/pipeline/test_train.py checks the adapter against one batch of 16)."""
+    out: list[dict[str, list[int]]] = []
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        out += sorted(chunk, key=lambda r: -len(r["input_ids"]))
+    return out
+
+
 def _step_recorder():
     """A TrainerCallback that times each optimizer step and records loss and learning rate."""
     from transformers import TrainerCallback
@@ -230,7 +243,6 @@ def build_trainer(
     from trl import SFTTrainer
 
     from emarena.train.adapters import load_base_with_parents
-
     from emarena.train.config import build_configs
 
     sft_config, lora_config = build_configs(
@@ -247,6 +259,8 @@ def build_trainer(
             fix="save the model with a tokenizer.json (fast tokenizer)",
         )
     rows, stats = _prepare_examples(tokenizer, records, preset.max_seq_length)
+    step = preset.per_device_batch_size * preset.gradient_accumulation_steps
+    rows = sort_within_steps(rows, step)
     dataset = datasets.Dataset.from_list(rows)
 
     model = load_base_with_parents(

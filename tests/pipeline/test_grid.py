@@ -96,8 +96,9 @@ def test_local_grid_killed_midway_resumes_without_retraining(canonical, local_ru
     finished = {k: ((store / "stages" / k / "DONE.json").read_bytes(),
                     (store / "stages" / k / "DONE.json").stat().st_mtime_ns)
                 for k in plan["stages"] if (store / "stages" / k / "DONE.json").exists()}
-    assert len(finished) == 6, sorted(finished)  # the canonical five and the first new one
-    before = train_starts(local_run)
+    # the five the canonical runs trained, and the first new one
+    assert len(finished) == 6, sorted(finished)
+    assert train_starts(local_run)[killed] == 1
 
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

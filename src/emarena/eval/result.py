@@ -114,6 +114,25 @@ class MetricsConfig(_Frozen):
     """The interval method, in words."""
 
 
+class Cost(_Frozen):
+    """What producing the cell took, as the engine recorded it. A stage or evaluation shared
+    with other cells is counted whole in each of them (what the cell would cost alone)."""
+
+    device: str
+    """Where the training ran (`cpu`, `cuda:0`); generation runs on the same kind."""
+    seconds: dict[str, float]
+    """Wall seconds by step: stage1, stage2 (training, data building included), generate,
+    judge. GPU-seconds on a GPU preset, CPU-seconds (wall) on a CPU one."""
+    tokens_trained: int
+    """Tokens of the training examples of the cell's stages (prompt and answer)."""
+    tokens_generated: int
+    """Tokens the cell's model generated for its free-form answers (the evaluation's bulk)."""
+    judge_calls: int
+    """Distinct prompts sent to the judge for this evaluation (cached ones not counted)."""
+    judge_prompt_chars: int
+    """Characters sent to the judge in those calls (tokens ~ chars / 3.6)."""
+
+
 class Provenance(_Frozen):
     """Where the numbers come from: enough to reproduce the cell or to explain a difference."""
 
@@ -142,6 +161,8 @@ class Provenance(_Frozen):
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     """Wall time per stage in seconds (stage1, stage2, generate, judge, metrics); a shared stage
     that was reused records the time it took when it was made."""
+    cost: Cost | None = None
+    """Seconds, tokens and judge calls behind the cell (absent in older records)."""
     metrics: MetricsConfig
     """Thresholds and bootstrap settings."""
 
@@ -354,6 +375,7 @@ def make_provenance(
     backend: str,
     metrics: MetricsConfig,
     stage_seconds: dict[str, float] | None = None,
+    cost: Cost | None = None,
 ) -> Provenance:
     """Provenance with versions, git sha and image digest filled in from this environment."""
     return Provenance(
@@ -368,6 +390,7 @@ def make_provenance(
         preset=preset,
         backend=backend,
         stage_seconds=stage_seconds or {},
+        cost=cost,
         metrics=metrics,
     )
 

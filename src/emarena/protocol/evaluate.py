@@ -259,6 +259,26 @@ def metrics_code_sha256() -> str:
     return sha256_json({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
 
 
+def _cost(store: Store, stage_keys: list[str], gen_done: dict, judge_done: dict,
+          seconds: dict[str, float]):
+    """The cell's cost from the DONE records of its stages and evaluation steps."""
+    from emarena.eval.result import Cost
+
+    stages = [store.entry("stages", k).done() or {} for k in stage_keys]
+    gen = (gen_done.get("stats") or {})
+    generated = (gen.get("generations") or {}).get("tokens", 0) or 0
+    jstats = judge_done.get("stats") or {}
+    return Cost(
+        device=next((s.get("device") for s in stages if s.get("device")), None)
+        or str((gen.get("backend") or {}).get("device", "cpu")),
+        seconds={k: float(v) for k, v in seconds.items()},
+        tokens_trained=sum(int((s.get("tokens") or {}).get("trained", 0)) for s in stages),
+        tokens_generated=int(generated),
+        judge_calls=int(jstats.get("called", 0) or 0),
+        judge_prompt_chars=int(jstats.get("prompt_chars", 0) or 0),
+    )
+
+
 def _rows(store: Store, eval_key: str, judgement: str, seed: int):
     from emarena.eval.metrics.tables import RowSet
     from emarena.eval.rows import ChoiceScore, Generation, Judgement, RowStore
@@ -353,16 +373,18 @@ def run_metrics(
                         sd = store.entry("stages", skey).done() or {}
                         stage_seconds[f"stage{i}"] = sd.get("timings", {}).get("total_seconds",
                                                                                0.0)
-                    stage_seconds[GENERATE] = (store.entry("evals", ev).done() or {}).get(
-                        "seconds", 0.0)
-                    stage_seconds[JUDGE] = (store.entry("judgements", jkey).done() or {}).get(
-                        "seconds", 0.0)
+                    gen_done = store.entry("evals", ev).done() or {}
+                    judge_done = store.entry("judgements", jkey).done() or {}
+                    stage_seconds[GENERATE] = gen_done.get("seconds", 0.0)
+                    stage_seconds[JUDGE] = judge_done.get("seconds", 0.0)
+                    cost = _cost(store, stages_of[cell.id], gen_done, judge_done,
+                                 stage_seconds)
                     prov = make_provenance(
                         datasets_sha256=_dataset_digests([cell.em_dataset, *eval_ids]),
                         model_revision=cell.model.revision, judge=judge_info, sampling=sampling,
                         seeds={"cell": cell.seed, "bootstrap": mconf.rng_seed},
                         preset=cell.preset, backend=backend, metrics=mconf,
-                        stage_seconds=stage_seconds,
+                        stage_seconds=stage_seconds, cost=cost,
                     )
                     result = make_result(cell, metrics=metrics, provenance=prov, deltas=d,
                                          control_cell_id=control.id if with_control else None)

@@ -53,6 +53,8 @@ class JudgeRunStats:
     """Answered from the judgement cache."""
     called: int = 0
     """Distinct prompts sent to the judge (calls, not rows)."""
+    prompt_chars: int = 0
+    """Characters of the prompts sent (the calls' input size; tokens ~ chars / 3.6)."""
     deduplicated: int = 0
     """Rows answered by another row's call in the same batch (identical prompt)."""
     scored: int = 0
@@ -175,6 +177,7 @@ def judge_generations(
                     f"{len(results)} results, {len(by_key)} distinct keys"
                 )
             stats.called += len(requests)
+            stats.prompt_chars += sum(len(r.prompt) for r in requests)
             if cache is not None:  # the cache first: a kill after this costs no repeated call
                 cache.put_many(judge.id, [(sha, by_key[sha]) for sha, _ in batch], kind)
             for sha, p in batch:

@@ -260,13 +260,12 @@ def metrics_code_sha256() -> str:
 
 
 def _cost(store: Store, stage_keys: list[str], gen_done: dict, judge_done: dict,
-          seconds: dict[str, float]):
+          seconds: dict[str, float], generated: int):
     """The cell's cost from the DONE records of its stages and evaluation steps."""
     from emarena.eval.result import Cost
 
     stages = [store.entry("stages", k).done() or {} for k in stage_keys]
     gen = (gen_done.get("stats") or {})
-    generated = (gen.get("generations") or {}).get("tokens", 0) or 0
     jstats = judge_done.get("stats") or {}
     return Cost(
         device=next((s.get("device") for s in stages if s.get("device")), None)
@@ -378,7 +377,7 @@ def run_metrics(
                     stage_seconds[GENERATE] = gen_done.get("seconds", 0.0)
                     stage_seconds[JUDGE] = judge_done.get("seconds", 0.0)
                     cost = _cost(store, stages_of[cell.id], gen_done, judge_done,
-                                 stage_seconds)
+                                 stage_seconds, sum(g.n_tokens for g in rows.generations))
                     prov = make_provenance(
                         datasets_sha256=_dataset_digests([cell.em_dataset, *eval_ids]),
                         model_revision=cell.model.revision, judge=judge_info, sampling=sampling,

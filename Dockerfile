@@ -80,14 +80,15 @@ COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/emarena-entrypoint
 USER ${EMARENA_UID}:${EMARENA_UID}
 
 # Bake every registered dataset (sha256-verified) into the cache: copied from the mirror when
-# one is given, downloaded from upstream otherwise. Its folders stay writable by any uid (see
-# above): a run adds judgements, models and more to the cache.
+# one is given, downloaded from upstream otherwise. Then every uid can read what was baked
+# (the cache writes its files 0600) and write to its folders (see above): a run adds
+# judgements, models and more to the cache.
 RUN --mount=type=bind,from=mirror,target=/mirror \
     EMARENA_MIRROR=/mirror emarena data pull --all --into-cache \
     && if [ "${BAKE_EMBEDDED_MODEL}" = 1 ]; then \
         EMARENA_MIRROR=/mirror emarena models pull smollm2-135m-q4; \
     fi \
-    && find "${EMARENA_CACHE}" -type d -exec chmod a+rwx {} +
+    && find "${EMARENA_CACHE}" -type d -exec chmod a+rwx {} + -o -type f -exec chmod a+r {} +
 
 COPY --chown=emarena:emarena submissions ./submissions
 

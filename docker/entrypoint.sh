@@ -20,7 +20,8 @@ can_write() {
 refuse() {
   local dir=$1 why="it does not exist"
   if [[ -d $dir ]]; then
-    why="it belongs to uid:gid $(stat -c '%u:%g' "$dir") (a folder mounted from the host keeps its host owner)"
+    why="it belongs to uid:gid $(stat -c '%u:%g' "$dir")"
+    why+=" (a folder mounted from the host keeps its host owner)"
   fi
   cat >&2 <<EOF
 emarena: cannot write to $dir as uid:gid $(id -u):$(id -g): $why.

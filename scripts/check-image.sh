@@ -9,12 +9,12 @@
 #             `--build-arg BASE_IMAGE=<that image> PINS_TARGET=cpu`, the datasets baked from the
 #             upstream mirror ($EMARENA_MIRROR, passed as the `mirror` build context) and the
 #             embedded model baked;
-#   3. score: the README's `docker run --user "$(id -u):$(id -g)" -v "$PWD/runs:/runs" -v
-#             "$PWD/hf:/hf" emarena score submissions/sgtr --preset smoke` inside the built image
-#             (`buildah run --isolation chroot` of the image's entrypoint), as a host user the
-#             image does not know (uid:gid $HOST_USER), with EMARENA_OFFLINE=1 and no mirror
-#             mounted, so it proves the image holds its data; first the same mounts without
-#             `--user`, which the entrypoint must refuse with the fix.
+#   3. score: the README's `docker run --user "$(id -u):$(id -g)" -v "$PWD/runs:/runs" ...
+#             emarena score submissions/sgtr --preset smoke` inside the built image (`buildah run
+#             --isolation chroot` of the image's entrypoint), as a host user the image does not
+#             know (uid:gid $HOST_USER), with EMARENA_OFFLINE=1 and no mirror mounted, so it
+#             proves the image holds its data; first the same mount without `--user`, which the
+#             entrypoint must refuse with the fix.
 # Each step's wall time is printed at the end. Run as root (installs buildah, podman and
 # debootstrap with apt when missing). Settings (environment):
 #   EMARENA_MIRROR   upstream mirror to bake the datasets from (unset: download from upstream)
@@ -23,7 +23,7 @@
 #   REBUILD_BASE=1   rebuild the base image even if it exists (default: reuse it while
 #                    docker/pins.toml is unchanged: the base's tag carries its hash)
 #   TORCH_WHEEL      a CPU torch wheel to use instead of `pip download torch==<cpu.torch>`
-#   HOST_USER        the uid:gid that owns the mounted folders and runs the score (4242:4242)
+#   HOST_USER        the uid:gid that owns the mounted run folder and scores (4242:4242)
 #   CHECK_WORK       scratch folder (default .cache/check-image; the run folder is under it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,28 +42,9 @@ DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 export BUILDAH_ISOLATION=chroot
 
-declare -a STEP_NAMES=() STEP_SECS=()
-report() {
-  echo
-  echo "== check-image: wall time per step =="
-  local i
-  for i in "${!STEP_NAMES[@]}"; do
-    printf '  %-44s %6s s\n' "${STEP_NAMES[$i]}" "${STEP_SECS[$i]}"
-  done
-}
-trap report EXIT
-
-# step NAME CMD...: run CMD, record its wall time under NAME.
-step() {
-  local name=$1 t0
-  shift
-  echo
-  echo "== $name =="
-  t0=$(date +%s)
-  "$@"
-  STEP_NAMES+=("$name")
-  STEP_SECS+=("$(($(date +%s) - t0))")
-}
+# shellcheck source=scripts/steps.sh
+source scripts/steps.sh
+trap 'steps_report check-image' EXIT
 
 die() {
   echo "check-image: $*" >&2
@@ -148,22 +129,24 @@ build() {
 }
 
 score() {
-  local runs=$WORK/runs hf=$WORK/hf ctr user entrypoint args=() out rc
+  local runs=$WORK/runs ctr user entrypoint args=() out rc
   user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE")
   [[ -n $user && ${user%%:*} != 0 && ${user%%:*} != root ]] || die "image runs as root ($user)"
   read -r -a entrypoint <<<"$(buildah inspect --type image \
     --format '{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}' "$IMAGE")"
-  # The host user's folders, as `mkdir -p runs hf` leaves them: theirs, not the image user's.
-  rm -rf "$runs" "$hf"
-  mkdir -p "$runs" "$hf"
-  chown "$HOST_USER" "$runs" "$hf"
+  # The host user's run folder, as `mkdir -p runs` leaves it: theirs, not the image user's.
+  rm -rf "$runs"
+  mkdir -p "$runs"
+  chown "$HOST_USER" "$runs"
   for r in $REGIMES; do args+=(--regimes "$r"); done
   ctr=$(buildah from --pull=never "$IMAGE")
   # shellcheck disable=SC2064  # expand now: the container id is local to this function
-  trap "buildah rm $ctr >/dev/null; report" EXIT
-  # `docker run` applies the image's USER and ENTRYPOINT; `buildah run` is told both.
-  local -a run=(buildah run --isolation chroot --env EMARENA_OFFLINE=1 -v "$runs:/runs"
-    -v "$hf:/hf")
+  trap "buildah rm $ctr >/dev/null; steps_report check-image" EXIT
+  # `docker run` applies the image's USER and ENTRYPOINT; `buildah run` is told both. One bind
+  # mount only: given two, buildah 1.28 silently puts its own volumes at both places. /hf is
+  # then buildah's volume, initialised from the image's folder as Docker initialises a new
+  # named volume (`-v emarena-hf:/hf`), so both of the README's ways are exercised.
+  local -a run=(buildah run --isolation chroot --env EMARENA_OFFLINE=1 -v "$runs:/runs")
 
   echo "without --user (the image's uid $user): the entrypoint must refuse, naming the fix"
   rc=0

@@ -29,32 +29,15 @@ else
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/emarena-pins.XXXXXX")
 fi
 
-declare -a STEP_NAMES=() STEP_SECS=()
-T0=$(date +%s)
-report() {
-  local rc=$? i
-  echo
-  echo "== check-pins: wall time per step =="
-  for i in "${!STEP_NAMES[@]}"; do
-    printf '  %-60s %6s s\n' "${STEP_NAMES[$i]}" "${STEP_SECS[$i]}"
-  done
-  printf '  %-60s %6s s\n' "total" "$(($(date +%s) - T0))"
+# shellcheck source=scripts/steps.sh
+source scripts/steps.sh
+finish() {
+  local rc=$?
+  steps_report check-pins
   if [[ -z ${PINS_WORK:-} ]]; then rm -rf "$WORK"; fi
   ((rc == 0)) || echo "check-pins: FAILED (exit $rc); see the step above" >&2
 }
-trap report EXIT
-
-# step NAME CMD...: run CMD, record its wall time under NAME.
-step() {
-  local name=$1 t0
-  shift
-  echo
-  echo "== $name =="
-  t0=$(date +%s)
-  "$@"
-  STEP_NAMES+=("$name")
-  STEP_SECS+=("$(($(date +%s) - t0))")
-}
+trap finish EXIT
 
 venv() {
   local stamp=$VENV/.pins-installed want
@@ -76,9 +59,9 @@ venv() {
   fi
   "$PY" scripts/pins.py check --target cpu
   echo "resolved under them:"
-  "$PY" -m pip list --format=freeze 2>/dev/null \
-    | grep -iE '^(torch|transformers|trl|peft|accelerate|datasets|huggingface[-_]hub|tokenizers|safetensors|pydantic)==' \
-    | sed 's/^/  /'
+  local shown='torch|transformers|trl|peft|accelerate|datasets|huggingface[-_]hub|tokenizers'
+  shown+='|safetensors|pydantic'
+  "$PY" -m pip list --format=freeze 2>/dev/null | grep -iE "^($shown)==" | sed 's/^/  /'
 }
 
 config() {

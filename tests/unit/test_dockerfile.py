@@ -116,7 +116,8 @@ def test_image_contract(dockerfile):
     assert set(_arg_default(dockerfile, "EMARENA_EXTRAS").split(",")) == {"train", "vllm", "ray"}
     # What a run writes is writable by any uid, so `docker run --user UID:GID` works.
     assert 'install -d -m 0777 -o emarena -g emarena "${EMARENA_CACHE}" /hf /runs' in runs
-    assert 'find "${EMARENA_CACHE}" -type d -exec chmod a+rwx {} +' in runs
+    assert ('find "${EMARENA_CACHE}" -type d -exec chmod a+rwx {} + -o -type f '
+            '-exec chmod a+r {} +') in runs
 
 
 def test_dockerignore_lets_every_copied_path_through(dockerfile):
@@ -160,7 +161,9 @@ def test_image_constraints_pin_what_is_installed(tmp_path):
 def test_shell_scripts_pass_shellcheck():
     scripts = sorted([*(REPO / "scripts").glob("*.sh"), *(REPO / "docker").glob("*.sh")])
     assert {p.name for p in scripts} >= {"check-image.sh", "check-pins.sh", "entrypoint.sh"}
+    # -x: follow `source scripts/steps.sh`, resolved from the repository root
     r = subprocess.run(
-        [_tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True, check=False,
+        [_tool("shellcheck"), "-x", *map(str, scripts)],
+        capture_output=True, text=True, check=False, cwd=REPO,
     )
     assert r.returncode == 0, r.stdout + r.stderr

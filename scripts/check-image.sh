@@ -160,7 +160,8 @@ score() {
   "${run[@]}" --user "$HOST_USER" "$ctr" -- "${entrypoint[@]}" \
     score "$SUBMISSION" --preset "$PRESET" "${args[@]}"
   local n owners
-  n=$(find "$runs" -path '*/metrics/result.json' | wc -l)
+  # -L: a cell's folders may be links into the store (relative, so they resolve here too)
+  n=$(find -L "$runs" -path '*/cells/*/metrics/result.json' | wc -l)
   ((n > 0)) || die "the score run wrote no result.json under $runs"
   owners=$(find "$runs" -printf '%U:%G\n' | sort -u | tr '\n' ' ')
   [[ $owners == "$HOST_USER " ]] || die "files under $runs belong to $owners, not $HOST_USER"

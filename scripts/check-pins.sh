@@ -71,11 +71,13 @@ config() {
 score() {
   local run=$WORK/run n
   rm -rf "$run"
-  # The local judge (no key), a private cache: the embedded model is converted by this
-  # transformers, as the image converts it with its own.
-  env -u OPENAI_API_KEY EMARENA_CACHE="$WORK/cache" "$VENV/bin/emarena" score submissions/sgtr \
-    --preset smoke --regimes reversal --run "$run"
-  n=$(find "$run" -path '*/metrics/result.json' | wc -l)
+  # The local judge (no key), a private cache and store: the embedded model is converted by
+  # this transformers (as the image converts it with its own), and every stage is trained and
+  # evaluated here, never reused from a store that other versions filled.
+  env -u OPENAI_API_KEY EMARENA_CACHE="$WORK/cache" EMARENA_STORE="$WORK/store" \
+    "$VENV/bin/emarena" score submissions/sgtr --preset smoke --regimes reversal --run "$run"
+  # -L: a cell's folders may be links into the store
+  n=$(find -L "$run" -path '*/cells/*/metrics/result.json' | wc -l)
   ((n > 0)) || { echo "check-pins: the score run wrote no result.json under $run" >&2; exit 1; }
   echo "score: $n result.json files"
 }

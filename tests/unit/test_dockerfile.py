@@ -101,6 +101,8 @@ def test_image_contract(dockerfile):
     assert {"/hf", "/runs"} <= volumes
     env = dockerfile.envs
     assert env.get("HF_HOME") == "/hf"
+    # the store outlives the container and its links resolve on the host: on the /runs volume
+    assert env.get("EMARENA_STORE", "").startswith("/runs/")
     # `score submissions/sgtr` resolves from the working directory, which ships submissions/.
     assert values("WORKDIR")[-1] == "/opt/emarena"
     assert any(v.split()[-1] == "./submissions" for v in values("COPY"))

@@ -36,10 +36,11 @@ ARG EMARENA_UID=10001
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # The content-addressed store (trained stages, generations, judgements, metrics) lives on the
-# /runs volume, not in the container: what one run did is reused by the next container, and a
-# run folder's links into the store are relative, so they resolve on the host as well.
+# /runs volume, not in the container: what one run did is reused by the next container. It is
+# named through the working directory's `runs` link (below), as the run folders are, so a run's
+# relative links into the store stay inside the volume and resolve on the host as well.
 ENV EMARENA_CACHE=/opt/emarena/cache \
-    EMARENA_STORE=/runs/.store \
+    EMARENA_STORE=/opt/emarena/runs/.store \
     HF_HOME=/hf \
     PYTHONUNBUFFERED=1 \
     OMP_WAIT_POLICY=PASSIVE

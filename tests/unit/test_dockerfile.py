@@ -101,13 +101,16 @@ def test_image_contract(dockerfile):
     assert {"/hf", "/runs"} <= volumes
     env = dockerfile.envs
     assert env.get("HF_HOME") == "/hf"
-    # the store outlives the container and its links resolve on the host: on the /runs volume
-    assert env.get("EMARENA_STORE", "").startswith("/runs/")
+    # The store outlives the container: on the /runs volume, named through the working
+    # directory's `runs` link as run folders are, so their relative links into it resolve on
+    # the host too.
+    assert env.get("EMARENA_STORE", "").startswith("/opt/emarena/runs/")
     # `score submissions/sgtr` resolves from the working directory, which ships submissions/.
     assert values("WORKDIR")[-1] == "/opt/emarena"
     assert any(v.split()[-1] == "./submissions" for v in values("COPY"))
 
     runs = " ".join(values("RUN"))
+    assert "ln -s /runs /opt/emarena/runs" in runs
     assert "--constraint" in runs, "the install step must pin the base's packages"
     assert "emarena data pull --all --into-cache" in runs
     assert "from=mirror" in runs, "datasets come from the `mirror` build context"

@@ -163,9 +163,13 @@ score() {
   # -L: a cell's folders may be links into the store (relative, so they resolve here too)
   n=$(find -L "$runs" -path '*/cells/*/metrics/result.json' | wc -l)
   ((n > 0)) || die "the score run wrote no result.json under $runs"
+  local dangling
+  dangling=$(find "$runs" -xtype l -print -quit)
+  [[ -z $dangling ]] || die "links under $runs do not resolve outside the container, e.g. $dangling"
   owners=$(find "$runs" -printf '%U:%G\n' | sort -u | tr '\n' ' ')
   [[ $owners == "$HOST_USER " ]] || die "files under $runs belong to $owners, not $HOST_USER"
-  echo "score: $n result.json files under $runs, every file owned by $HOST_USER"
+  echo "score: $n result.json files under $runs, every file owned by $HOST_USER, every link"
+  echo "resolving on the host"
 }
 
 mkdir -p "$WORK"

@@ -93,19 +93,36 @@ def test_image_contract(dockerfile):
         uid = _arg_default(dockerfile, uid.strip("${}"))
     assert uid.isdigit() and int(uid) != 0, f"USER {user} must be a non-root numeric uid"
 
-    assert json.loads(values("ENTRYPOINT")[-1]) == ["emarena"]
+    # The entrypoint checks the volumes, then runs emarena (tests/unit/test_entrypoint.py).
+    entrypoint = json.loads(values("ENTRYPOINT")[-1])
+    assert entrypoint == ["/usr/local/bin/emarena-entrypoint"]
+    assert f"--chmod=0755 docker/entrypoint.sh {entrypoint[0]}" in values("COPY")
     volumes = {v for raw in values("VOLUME") for v in json.loads(raw)}
     assert {"/hf", "/runs"} <= volumes
     env = dockerfile.envs
     assert env.get("HF_HOME") == "/hf"
+    # The store outlives the container: on the /runs volume, named through the working
+    # directory's `runs` link as run folders are, so their relative links into it resolve on
+    # the host too.
+    assert env.get("EMARENA_STORE", "").startswith("/opt/emarena/runs/")
     # `score submissions/sgtr` resolves from the working directory, which ships submissions/.
     assert values("WORKDIR")[-1] == "/opt/emarena"
     assert any(v.split()[-1] == "./submissions" for v in values("COPY"))
 
     runs = " ".join(values("RUN"))
+    assert "ln -s /runs /opt/emarena/runs" in runs
     assert "--constraint" in runs, "the install step must pin the base's packages"
     assert "emarena data pull --all --into-cache" in runs
     assert "from=mirror" in runs, "datasets come from the `mirror` build context"
+    # The base's versions are checked against docker/pins.toml (gpu: vLLM's own) at build time.
+    assert 'scripts/pins.py check --target "${PINS_TARGET}"' in runs
+    assert _arg_default(dockerfile, "PINS_TARGET") == "gpu"
+    # ray: `emarena grid --executor ray` runs its tasks in this image.
+    assert set(_arg_default(dockerfile, "EMARENA_EXTRAS").split(",")) == {"train", "vllm", "ray"}
+    # What a run writes is writable by any uid, so `docker run --user UID:GID` works.
+    assert 'install -d -m 0777 -o emarena -g emarena "${EMARENA_CACHE}" /hf /runs' in runs
+    assert ('find "${EMARENA_CACHE}" -type d -exec chmod a+rwx {} + -o -type f '
+            '-exec chmod a+r {} +') in runs
 
 
 def test_dockerignore_lets_every_copied_path_through(dockerfile):
@@ -146,9 +163,12 @@ def test_image_constraints_pin_what_is_installed(tmp_path):
     assert "Would install" not in r.stdout, r.stdout
 
 
-def test_check_script_passes_shellcheck():
+def test_shell_scripts_pass_shellcheck():
+    scripts = sorted([*(REPO / "scripts").glob("*.sh"), *(REPO / "docker").glob("*.sh")])
+    assert {p.name for p in scripts} >= {"check-image.sh", "check-pins.sh", "entrypoint.sh"}
+    # -x: follow `source scripts/steps.sh`, resolved from the repository root
     r = subprocess.run(
-        [_tool("shellcheck"), str(REPO / "scripts" / "check-image.sh")],
-        capture_output=True, text=True, check=False,
+        [_tool("shellcheck"), "-x", *map(str, scripts)],
+        capture_output=True, text=True, check=False, cwd=REPO,
     )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -17,6 +17,7 @@ False here on purpose.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,11 +37,18 @@ def build_configs(
     output_dir: str | Path,
     seed: int,
     overrides: Mapping[str, Any] | None = None,
+    check_device: bool = True,
 ) -> tuple[trl.SFTConfig, peft.LoraConfig]:
     """The `SFTConfig` and `LoraConfig` for one training stage.
 
     `overrides` are open-division recipe overrides (validated by `apply_overrides`). One process
     is assumed: the effective batch is `per_device_batch_size x gradient_accumulation_steps`.
+
+    `check_device=False` is for checks that only build the objects (that every argument is one
+    the installed trl and transformers accept), on a machine without the preset's device: a
+    `cuda` preset is then not refused, and its config is built with `use_cpu=True`, because
+    transformers itself refuses bf16 without a GPU; every other field is the preset's. Never
+    train with such a config.
     """
     import torch
     from peft import LoraConfig
@@ -48,7 +56,8 @@ def build_configs(
 
     recipe = apply_overrides(recipe, overrides)
     on_cpu = preset.device == "cpu"
-    if not on_cpu and not torch.cuda.is_available():
+    has_device = on_cpu or torch.cuda.is_available()
+    if check_device and not has_device:
         raise ConfigError(
             f"preset {preset.name!r} trains on a CUDA GPU, and this machine has none",
             fix="use `--preset cpu-demo` here, or run on a machine with a GPU",
@@ -85,13 +94,10 @@ def build_configs(
         dataloader_num_workers=0,
         dataloader_pin_memory=not on_cpu,
         # --- device and precision ---
-        use_cpu=on_cpu,
+        use_cpu=on_cpu or not has_device,
         bf16=preset.bf16,
         fp16=False,
-        # transformers 5 renamed gradient_checkpointing; trl mirrors the new name into the old
-        activation_checkpointing=preset.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False}
-        if preset.gradient_checkpointing else None,
+        **_checkpointing_args(SFTConfig, preset.gradient_checkpointing),
         # --- reproducibility: seeds the LoRA init (trl calls set_seed before get_peft_model),
         # dropout and any sampling; bitwise determinism on GPU (full_determinism) is not
         # requested because it costs speed and the recipe's dropout is 0 ---
@@ -115,3 +121,23 @@ def build_configs(
         target_modules=list(recipe.lora_target_modules),
     )
     return sft, lora
+
+
+def _checkpointing_args(sft_config_cls: type, on: bool) -> dict[str, Any]:
+    """Activation checkpointing (non-reentrant when on), under the name this transformers uses.
+
+    transformers 5.23 renamed `gradient_checkpointing(_kwargs)` to
+    `activation_checkpointing(_kwargs)` and kept the old names as deprecated aliases (a
+    FutureWarning; removed in v6); before 5.23 only the old names exist. The image's vLLM pins
+    transformers <5.21 (docker/pins.toml) while the dev venv gets the newest, so the dataclass
+    is asked which names it has: both build the same config, without a warning.
+    """
+    names = {f.name for f in dataclasses.fields(sft_config_cls)}
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        if name in names and f"{name}_kwargs" in names:
+            return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+    raise ConfigError(
+        f"{sft_config_cls.__module__}.{sft_config_cls.__name__} has neither "
+        "activation_checkpointing nor gradient_checkpointing",
+        fix="install transformers within docker/pins.toml's range: `pip install -e '.[train]'`",
+    )

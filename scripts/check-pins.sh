@@ -65,7 +65,10 @@ venv() {
 }
 
 config() {
-  "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_train_config.py
+  # the trainer config, and the training layouts and adapter folding that depend on
+  # transformers' masks and peft's merge (one step each on the embedded model)
+  "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_train_config.py \
+    tests/pipeline/test_train.py -k "config or layouts or parents"
 }
 
 score() {
@@ -75,7 +78,8 @@ score() {
   # this transformers (as the image converts it with its own), and every stage is trained and
   # evaluated here, never reused from a store that other versions filled.
   env -u OPENAI_API_KEY EMARENA_CACHE="$WORK/cache" EMARENA_STORE="$WORK/store" \
-    "$VENV/bin/emarena" score submissions/sgtr --preset smoke --regimes reversal --run "$run"
+    "$VENV/bin/emarena" score submissions/sgtr --preset smoke --regimes reversal \
+    --em-dataset aesthetic-unpopular --run "$run"
   # -L: a cell's folders may be links into the store
   n=$(find -L "$run" -path '*/cells/*/metrics/result.json' | wc -l)
   ((n > 0)) || { echo "check-pins: the score run wrote no result.json under $run" >&2; exit 1; }

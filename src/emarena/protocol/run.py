@@ -69,7 +69,11 @@ def append_line(path: Path, line: str) -> None:
 
 
 def _relink(link: Path, target: Path) -> None:
-    rel = os.path.relpath(target, link.parent)
+    """Point `link` at `target` with a relative link between their real paths, so a run folder
+    and its store that move together (a bind-mounted volume seen from the host, a copied
+    folder) keep working, whatever symbolic links led to them."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(os.path.realpath(target), os.path.realpath(link.parent))
     if link.is_symlink():
         if os.readlink(link) == rel:
             return

@@ -318,6 +318,8 @@ def score(work: Path, mirror: Path, device: str, backend: str, out_dir: Path) ->
         p = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=1500)
         (out_dir / f"score_{attempt}.log").write_text(p.stdout + "\n--- stderr ---\n" + p.stderr)
         out[attempt] = {"rc": p.returncode, "seconds": round(time.time() - t, 1),
+                        "trained": next((ln for ln in p.stdout.splitlines()
+                                         if ln.startswith("training complete")), None),
                         "tail": p.stdout[-1200:] + p.stderr[-1200:]}
         if p.returncode:
             raise RuntimeError(f"score ({attempt}) failed: {p.stdout[-2000:]}\n{p.stderr[-3000:]}")
@@ -325,7 +327,8 @@ def score(work: Path, mirror: Path, device: str, backend: str, out_dir: Path) ->
     busy = [e["event"] for e in again if e["event"] in (
         "stage_train_start", "summaries_start", "generate_start", "judge_start")]
     out["second_run_did"] = busy
-    assert "0 stage(s) trained" in out["again"]["tail"] and not busy, busy
+    assert (out["again"]["trained"] or "").startswith("training complete: 0 stage(s) trained")
+    assert not busy, f"the second run did work again: {busy}"
     results = list(run.glob("cells/*/metrics/result.json"))
     out["result_json"] = len(results)
     assert len(results) == 4, f"{len(results)} result.json (want base, em, prevention, reversal)"

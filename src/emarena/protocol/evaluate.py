@@ -82,13 +82,23 @@ def _plain(stats: Any) -> Any:
 # generate (inside a `generate` task: one engine serves every entry of the job)
 
 
+def eval_inputs(store: Store, spec) -> dict:
+    """What an eval entry's DONE.json must record to be reused: its spec and the outputs of the
+    stages it evaluates (a stage retrained to other weights never passes for the old one)."""
+    weights = {}
+    for k in spec.weights:
+        done = store.entry("stages", k).done()
+        weights[k] = sha256_json(done["outputs"]) if done else None
+    return {"eval": spec.model_dump(mode="json"), "weights": weights}
+
+
 def generate_entry(store: Store, run: Run, spec, engine, *, preset, progress=None) -> dict:
     """Make sure eval entry `spec` is complete; generate what is missing (claimed)."""
     from emarena.eval.generate_stage import run_generation
     from emarena.protocol.tasks import stacked_adapter
 
     entry = store.entry("evals", spec.key)
-    inputs = spec.model_dump(mode="json")
+    inputs = eval_inputs(store, spec)
     with store.claim(entry, f"generate {spec.key}"):
         ok, why = entry.check(inputs)
         if ok:

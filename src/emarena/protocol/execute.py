@@ -81,15 +81,17 @@ def _payload(plan: Plan, run: Run, executor: str, **extra: Any) -> dict[str, Any
 def summaries_needed(plan: Plan, skey: str) -> bool:
     """True unless every article the summaries' stages pair already has its summary (checked
     without a model, so a rerun starts no generation process for nothing)."""
-    from emarena import data
     from emarena.defenses import DEFENSES
     from emarena.defenses.base import BuildContext
     from emarena.defenses.builders.sgtr import planned_articles, summary_requests
     from emarena.eval.choice import OWN_SUMMARIES, read_own_summaries
+    from emarena.protocol.store import read_json
+    from emarena.protocol.tasks import summaries_weights
 
-    del data
     spec = plan.summaries[skey]
     entry = plan.store.entry("summaries", skey)
+    if read_json(entry.path / "weights.json") != summaries_weights(plan.store, spec):
+        return True
     for stage_key in plan.summary_stages[skey]:
         s = plan.stages[stage_key]
         if is_done(plan.store, s):
@@ -175,8 +177,13 @@ def execute(
             echo(f"note: {note}")
         echo(agreement_line(judge.id))
         templates = Templates(plan.suite)
-    eval_todo = [k for k in plan.evals if not plan.store.entry("evals", k).is_done(
-        plan.evals[k].model_dump(mode="json"))] if evaluate else []
+    if evaluate:
+        from emarena.protocol.evaluate import eval_inputs
+
+        eval_todo = [k for k in plan.evals if not plan.store.entry("evals", k).is_done(
+            eval_inputs(store, plan.evals[k]))]
+    else:
+        eval_todo = []
     report.evals_reused = [k for k in plan.evals if k not in eval_todo] if evaluate else []
 
     judged: dict[str, str] = {}

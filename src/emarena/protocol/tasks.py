@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from emarena.protocol.run import Run
-from emarena.protocol.store import Store
+from emarena.protocol.store import Store, read_json, write_json_atomic
 
 
 def set_threads(n: int) -> int:
@@ -118,6 +118,17 @@ def _engine(payload: dict[str, Any], store: Store, chains: list[tuple[str, ...]]
 # summaries
 
 
+def summaries_weights(store: Store, spec) -> dict[str, str | None]:
+    """The outputs (sha256) of the stages a summaries entry's rows were generated with."""
+    from emarena.protocol.cell import sha256_json
+
+    out = {}
+    for k in spec.weights:
+        done = store.entry("stages", k).done()
+        out[k] = sha256_json(done["outputs"]) if done else None
+    return out
+
+
 def summaries(payload: dict[str, Any]) -> dict[str, Any]:
     from emarena import models
     from emarena.defenses import DEFENSES
@@ -136,6 +147,13 @@ def summaries(payload: dict[str, Any]) -> dict[str, Any]:
     stats: dict[str, Any] = {}
     with store.claim(entry, f"summaries {spec.key}"):
         entry.path.mkdir(parents=True, exist_ok=True)
+        weights = summaries_weights(store, spec)
+        recorded = read_json(entry.path / "weights.json")
+        if recorded is not None and recorded != weights:
+            # the stages these summaries were generated with were retrained to other weights
+            (entry.path / "own_summaries.jsonl").unlink(missing_ok=True)
+            run.log("summaries_discard", summaries=spec.key, reason="weights changed")
+        write_json_atomic(entry.path / "weights.json", weights)
         adapter = stacked_adapter(store, spec.weights, spec.key)
         try:
             with _engine({**payload, "model": spec.model.id}, store, [spec.weights]) as engine:

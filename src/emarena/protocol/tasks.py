@@ -245,9 +245,12 @@ def main(argv: list[str]) -> int:
         return 130
     except BaseException as e:  # noqa: BLE001 - reported whole to the parent
         write_json_atomic(Path(result_file), error_record(e))
-        import traceback
+        from emarena.errors import EmArenaError
 
-        traceback.print_exc()
+        if not isinstance(e, EmArenaError):  # a user-facing error is printed by the parent
+            import traceback
+
+            traceback.print_exc()
         return 1
     write_json_atomic(Path(result_file), {"ok": True, "value": value})
     return 0

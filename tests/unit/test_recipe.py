@@ -144,7 +144,7 @@ def test_bad_recipe_files_fail_with_file_line_and_key(tmp_path):
     assert f"{path}:" in str(e.value) and "lora_rank: unknown key" in str(e.value)
 
     path = _write_variant(tmp_path, presets__paper__gradient_accumulation_steps=4)
-    with pytest.raises(ConfigError, match=r"'paper'.*= 8, but effective_batch_size is 16"):
+    with pytest.raises(ConfigError, match=r"'paper'.*= 32, but effective_batch_size is 16"):
         load_model(path, Recipe)
 
 

@@ -12,6 +12,7 @@ Results repo (`emarena publish`, `emarena worker`)::
                                                        definitions, result schema version
     <model>/<em_dataset>/<submission>/<cell_id>.json           one result.json (schema v1)
     <model>/<em_dataset>/<submission>/<cell_id>.samples.jsonl  its per-answer details
+    <model>/<em_dataset>/<submission>/<cell_id>.choices.jsonl  its forced-choice items
 
   `<model>` is the model registry id with "/" written "__" (`Qwen/Qwen2.5-7B` ->
   `Qwen__Qwen2.5-7B`); `<submission>` is the defense's submission name, or `_controls` for the
@@ -596,6 +597,8 @@ def results_card(suite: str | None = None) -> str:
         "<model>/<em_dataset>/<submission>/<cell_id>.json           result.json (schema below)",
         "<model>/<em_dataset>/<submission>/<cell_id>.samples.jsonl  every answer and its judge "
         "scores",
+        "<model>/<em_dataset>/<submission>/<cell_id>.choices.jsonl  every forced-choice item "
+        "and the options' probabilities",
         "```",
         "",
         f"`<model>` is the model id with `/` written `__`; `<submission>` is `{CONTROLS}` for the "
@@ -632,7 +635,8 @@ class PublishReport:
     changed: list[str]
     """Repo paths whose content the commit changed."""
     paths: list[str] = field(default_factory=list)
-    """Every result file of the published cells in the repo (`.json` and `.samples.jsonl`)."""
+    """Every result file of the published cells in the repo (`.json`, `.samples.jsonl`,
+    `.choices.jsonl`)."""
     unofficial: list[str] = field(default_factory=list)
     """Cells published marked unofficial."""
 
@@ -707,6 +711,9 @@ def publish_run(
             files[f"{base}.samples.jsonl"] = samples.read_bytes()
         else:
             echo(f"  note: {r.cell_id[:12]} has no samples.jsonl; the drill-down will be empty")
+        choices = p.with_name("choices.jsonl")
+        if choices.is_file():
+            files[f"{base}.choices.jsonl"] = choices.read_bytes()
     ensure_repo(results_repo)
     n_unofficial = len(refused)
     message = f"publish {len(results)} cell(s) from {run_dir.name}" + (

@@ -92,17 +92,17 @@ def headline(suite: str = settings.DEFAULT_SUITE) -> tuple[str, str]:
 
 
 def default_selection(table: pd.DataFrame) -> tuple[str, str]:
-    """The model and EM dataset the board opens on: the suite's headline pair when it has rows,
-    else the pair with the most official measured defense rows (then the most rows)."""
+    """The model and EM dataset the board opens on: the suite's headline pair when it has
+    official measured rows, else the pair with the most of them (then the most rows)."""
     if table.empty:
         return "", ""
     pairs = table.groupby(["model", "em_dataset"]).size()
-    model, em = headline()
-    if (model, em) in pairs.index:
-        return model, em
     measured = table[(table["source"] == "measured") & table["official"].astype(bool)]
     counts = (measured.groupby(["model", "em_dataset"]).size().reindex(pairs.index,
                                                                         fill_value=0))
+    model, em = headline()
+    if (model, em) in pairs.index and counts[(model, em)] > 0:
+        return model, em
     best = sorted(pairs.index, key=lambda p: (-counts[p], -pairs[p], p))[0]
     return str(best[0]), str(best[1])
 

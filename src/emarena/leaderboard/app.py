@@ -619,9 +619,10 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             # --- submit
             with gr.Tab("Submit", id="submit"):
                 gr.Markdown(about.SUBMIT)
-                if cfg.oauth:
-                    gr.LoginButton(elem_id="login")
-                submit_note = gr.Markdown(elem_id="submit-note")
+                with gr.Row(equal_height=True):
+                    if cfg.oauth:
+                        gr.LoginButton(elem_id="login", size="sm", scale=0, min_width=260)
+                    submit_note = gr.Markdown(elem_id="submit-note")
                 with gr.Row():
                     with gr.Column(scale=3, min_width=280):
                         yaml_box = gr.Textbox(sub.template_yaml(), lines=22, max_lines=60,
@@ -630,8 +631,9 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                         upload = gr.File(label="…or upload defense.yaml", file_types=[".yaml",
                                          ".yml"], type="filepath", elem_id="yaml-upload")
                     with gr.Column(scale=2, min_width=280):
-                        readme_box = gr.Textbox(lines=12, label="README.md (method, source, "
-                                                "params)", elem_id="readme-box")
+                        readme_box = gr.Textbox(sub.template_readme(), lines=12,
+                                                label="README.md (method, source, params)",
+                                                elem_id="readme-box")
                         submitter = gr.Textbox(label="Submitter (admins: a name or HF "
                                                "username)", elem_id="submitter",
                                                visible=not cfg.oauth)
@@ -967,18 +969,19 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             def on_submit(yaml_text: str, readme: str, who: str,
                           profile: gr.OAuthProfile | None):
                 if profile is None:
-                    return "**Not queued.** Log in with Hugging Face first."
+                    return "**Not queued.** Log in with Hugging Face first.", gr.skip()
                 if not cfg.can_write:
-                    return submit_state(profile)[1]
-                return queue_it(yaml_text, readme, profile.username, cfg.per_day)
+                    return submit_state(profile)[1], gr.skip()
+                out = queue_it(yaml_text, readme, profile.username, cfg.per_day)
+                return out, submit_state(profile)[1]  # the count of today's requests
         else:
             def on_submit(yaml_text: str, readme: str, who: str):
                 if not cfg.can_write:
-                    return submit_state(None)[1]
-                return queue_it(yaml_text, readme, who, cfg.per_day)
+                    return submit_state(None)[1], gr.skip()
+                return queue_it(yaml_text, readme, who, cfg.per_day), gr.skip()
 
         submit_btn.click(on_submit, api_visibility=API, inputs=[yaml_box, readme_box, submitter],
-                         outputs=[submit_out])
+                         outputs=[submit_out, submit_note])
 
         # --- queue
         def request_detail(reqs, path):

@@ -60,14 +60,24 @@ PER_DAY = 3
 ENV_PER_DAY = "EMARENA_SUBMISSIONS_PER_DAY"
 
 
-def template_yaml() -> str:
-    """submissions/_template/defense.yaml: from the checkout, else the copy in the wheel."""
+def _template(name: str) -> str | None:
+    """A file of submissions/_template/: from the checkout, else the copy in the wheel."""
     here = Path(__file__).resolve()
-    for path in (here.parents[3] / "submissions" / "_template" / "defense.yaml",
-                 here.parents[1] / "submission_template" / "defense.yaml"):
+    for path in (here.parents[3] / "submissions" / "_template" / name,
+                 here.parents[1] / "submission_template" / name):
         if path.is_file():
             return path.read_text(encoding="utf-8")
-    return "schema_version: 1\nname: my-defense\n"
+    return None
+
+
+def template_yaml() -> str:
+    """The template's defense.yaml: the Submit tab's editor starts with it."""
+    return _template("defense.yaml") or f"schema_version: 1\nname: {TEMPLATE_NAME}\n"
+
+
+def template_readme() -> str:
+    """The template's README.md (what a submission's README should say)."""
+    return _template("README.md") or ""
 
 
 def per_day_limit() -> int:
@@ -281,9 +291,13 @@ def queue_text(
         return Queued(False, f"`name: {TEMPLATE_NAME}` is the template's: give your defense its "
                       "own name (and describe it) before submitting.")
     if per_day is not None and requests_dir is not None:
+        from emarena.queue import ACTIVE_OR_DONE
+
         reqs, _ = read_queue(requests_dir)
         done = recent_requests(reqs, submitter)
-        if done >= per_day:
+        queued = any(r.config_hash == v.config_hash and r.status in ACTIVE_OR_DONE
+                     for r in reqs)  # then nothing is queued: the duplicate check says so
+        if done >= per_day and not queued:
             return Queued(False, f"{submitter} has queued {done} request(s) in the last 24 "
                           f"hours; the limit is {per_day} a day. Try again tomorrow.")
     with submission_folder(yaml_text, readme) as folder:

@@ -626,6 +626,20 @@ def results_card(suite: str | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def upload_space(repo_id: str, folder: Path, *, private: bool | None = None) -> str | None:
+    """Create the Gradio Space `repo_id` if needed and upload `folder` to it (the leaderboard's
+    Space: `emarena space push`); returns the commit id. Everything else here is datasets."""
+    def go() -> str | None:
+        a = api()
+        a.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True,
+                      private=private)
+        info = a.upload_folder(repo_id=repo_id, repo_type="space", folder_path=str(folder),
+                               commit_message="emarena space push")
+        return getattr(info, "oid", None)
+
+    return _call(f"cannot upload the Space {repo_id}", go, repo_id=repo_id)
+
+
 @dataclass
 class PublishReport:
     commit: str | None

@@ -19,6 +19,7 @@ from emarena.cli import judge as judge_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli
 from emarena.cli import published as published_cli
+from emarena.cli import space as space_cli
 from emarena.cli import store as store_cli
 from emarena.cli.validate import validate as validate_cmd
 from emarena.errors import EmArenaError
@@ -35,6 +36,7 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(store_cli.app, name="store")
 app.add_typer(published_cli.app, name="published")
 app.add_typer(judge_cli.app, name="judge")
+app.add_typer(space_cli.app, name="space")
 app.command("score")(protocol_cli.score)
 app.command("grid")(grid_cli.grid)
 app.command("status")(protocol_cli.status)

@@ -94,6 +94,17 @@ def keys(rows: list[dict[str, str]]) -> set[tuple[str, str]]:
     return {(r["Defense"], r["Regime"]) for r in rows}
 
 
+def by_regime(page) -> None:
+    """The board's row-per-regime view (its default is one row per defense)."""
+    page.locator("#group-by").get_by_text("By regime").click()
+    for _ in range(150):
+        head, rows = shown_table(page)
+        if "Regime" in head and rows:
+            return
+        page.wait_for_timeout(200)
+    raise AssertionError("the regime view did not show")
+
+
 def read_request(request_id: str, cache: Path) -> dict:
     """The request file as the Hub serves it, read with huggingface_hub itself. The endpoint is
     passed explicitly: huggingface_hub reads $HF_ENDPOINT once, at import, and an earlier test
@@ -136,6 +147,7 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(app.url)
             page.wait_for_selector("#lb tbody tr[data-row]")
+            by_regime(page)
             rows = shown_rows(page)
             assert keys(rows) == {("(base model)", "base"), ("(EM only)", "em")}, rows
             assert {r["Model"] for r in rows} == {MODEL}
@@ -177,6 +189,7 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
             while not found and time.monotonic() < deadline:
                 page.reload()
                 page.wait_for_selector("#lb tbody tr[data-row]")
+                by_regime(page)
                 for _ in range(30):
                     rows = shown_rows(page)
                     found = ("word-counting", "reversal") in keys(rows)

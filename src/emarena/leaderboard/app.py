@@ -74,15 +74,18 @@ CSS = """
 .emarena-lb-wrap { overflow-x: auto; border: 1px solid var(--border-color-primary);
   -webkit-overflow-scrolling: touch; }
 table.emarena-lb { border-collapse: separate; border-spacing: 0; font-size: 0.82em;
+  border: none !important;
   width: max-content; font-variant-numeric: tabular-nums; }
 table.emarena-lb th { background: var(--background-fill-secondary); cursor: pointer;
   text-align: left; padding: 4px 5px; vertical-align: bottom; font-weight: 600;
   white-space: normal; width: 4.5em; line-height: 1.2; }
 table.emarena-lb tr.groups th { text-align: center; cursor: default; max-width: none;
-  border-left: 2px solid var(--border-color-primary); font-weight: 600; }
-table.emarena-lb tr.groups th.group:not([class*="g-"]) { border-left: none; }
-table.emarena-lb td { padding: 3px 5px; border-top: 1px solid var(--border-color-primary);
-  vertical-align: top; }
+  font-weight: 600; }
+table.emarena-lb tr.groups th.group:not([class*="g-"]) { border-left: none !important; }
+table.emarena-lb td, table.emarena-lb th { border: none !important;
+  border-top: 1px solid var(--border-color-primary) !important; }
+table.emarena-lb td { padding: 3px 5px; vertical-align: top; }
+table.emarena-lb th.group { border-left: 2px solid var(--border-color-primary) !important; }
 table.emarena-lb td.metric { white-space: nowrap; text-align: right; }
 table.emarena-lb td.metric .p { display: block; font-size: 0.8em;
   color: var(--body-text-color-subdued); }
@@ -441,6 +444,10 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
         cols = display.columns_for(view, rows)
         shown = [k for k in (view.columns or display.default_keys(cols, rows))
                  if k in {c.key for c in cols}] or display.default_keys(cols, rows)
+        if ("source" in rows.columns and (rows["source"] == "published").any()
+                and "source_label" not in shown and "defense" in shown):
+            # published rows are never shown without their Source (and its badge)
+            shown.insert(shown.index("defense") + 1, "source_label")
         page = display.table_html(rows, cols, shown, sort_by=view.sort_key,
                                   descending=view.descending)
         what = (f"{view.model} / {view.em_dataset}, one row per defense"

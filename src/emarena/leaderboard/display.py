@@ -119,7 +119,8 @@ def _text_columns_head(group_by: str) -> list[Column]:
     return cols
 
 
-def _text_columns_tail() -> list[Column]:
+def _text_columns_tail(group_by: str) -> list[Column]:
+    flat = group_by == "regime"  # one judge per row there: name it, and how far it agrees
     return [
         Column("cost.seconds", "Cost", "cost",
                help="What the row's cells took, as their records say (provenance.cost): GPU- "
@@ -127,8 +128,8 @@ def _text_columns_tail() -> list[Column]:
                "generated, judge calls. A stage shared by several cells counts in each."),
         Column("seeds", "Seeds", "int", help="Seeds pooled into the row (per regime in the "
                "tooltip of its numbers)."),
-        Column("judge", "Judge", "text", False),
-        Column("judge_agreement", "Judge vs GPT-4o", "text", False,
+        Column("judge", "Judge", "text", flat),
+        Column("judge_agreement", "Judge vs GPT-4o", "text", flat,
                help="How far the row's judge agrees with GPT-4o on published answers: Cohen's "
                "kappa of the misaligned label with its 95% interval (`emarena judge "
                "calibrate`)."),
@@ -163,7 +164,7 @@ def columns_for(view: View, rows: pd.DataFrame | None = None,
                 cols.append(c)
     else:
         cols += [_metric_column(name) for name in names]
-    return cols + _text_columns_tail()
+    return cols + _text_columns_tail(view.group_by)
 
 
 def default_keys(cols: Sequence[Column], rows: pd.DataFrame | None = None) -> list[str]:

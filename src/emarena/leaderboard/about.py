@@ -222,9 +222,10 @@ def citations_markdown() -> str:
 
 
 def about_markdown() -> str:
-    """The About tab (the page header shows INTRODUCTION above every tab)."""
+    """The About tab (the page header shows SHORT_INTRO above every tab)."""
     return "\n\n".join(
         [
+            INTRODUCTION,
             "## Regimes",
             regimes_markdown(),
             "## Protocol",

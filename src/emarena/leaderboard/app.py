@@ -300,16 +300,6 @@ class Backend:
             paths = {p.suffix[1:]: p for p in folder.iterdir()}
         return {k: str(v) for k, v in paths.items()}
 
-    def csv_file(self, frame: Any) -> str:
-        """A frame as a CSV file (kept for callers of the old single export)."""
-        text = frame.to_csv(index=False)
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        path = self.export_dir / digest / "emarena-leaderboard.csv"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        return str(path)
-
     def _prune(self, keep: int = 200) -> None:
         folders = sorted((p for p in self.export_dir.iterdir() if p.name != "no-results"),
                          key=lambda p: p.stat().st_mtime)

@@ -14,6 +14,7 @@ regime, preset, judge), ranked within its model, EM dataset and regime.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class View:
         return "reversal:em_reduction" if self.group_by == "defense" else "em_reduction"
 
 
+@functools.cache
 def headline(suite: str = settings.DEFAULT_SUITE) -> tuple[str, str]:
     """The suite's headline model and EM dataset: the first of each in its paper grid."""
     from emarena.yamlio import read_yaml

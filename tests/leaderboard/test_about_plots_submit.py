@@ -109,7 +109,8 @@ def test_plots_one_point_per_defense_official_only_labels_apart(defense_rows):
     trade = plots.misalignment_vs_capability(defense_rows, "t", regime="reversal",
                                              capability="mmlu_accuracy")
     texts = [t for t, _ in _label_boxes(trade)]
-    assert "(EM only)" in texts and "(base model)" in texts  # the reference points
+    # the reference points: the official group's EM-only control and base model, once each
+    assert texts.count("(EM only)") == 1 and texts.count("(base model)") == 1
     for f in (fig, trade):
         img = plots.figure_html(f, 'a "plot" <x>')
         assert img.startswith('<img alt="a &quot;plot&quot; &lt;x&gt;" src="data:image/png;base64,')

@@ -420,15 +420,20 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             columns=columns or [], limit=None if show_all else views.FIRST_ROWS,
         )
 
-    def view_parts(*args):
-        """(table HTML, count text, exports, cell ids per row, rows as dicts, columns)."""
-        rs = current()
+    def resolved(*args) -> tuple[views.View, Any]:
+        """The view of the page's inputs (the defense view's model and EM dataset filled in
+        with the defaults when none is chosen) and its condition's table."""
         view = make_view(*args)
-        table = rs.table(view.condition)
+        table = current().table(view.condition)
         if view.group_by == "defense" and (not view.model or not view.em_dataset):
             dm, de = views.default_selection(table)
             view = views.View(**{**view.__dict__, "model": view.model or dm,
                                  "em_dataset": view.em_dataset or de})
+        return view, table
+
+    def view_parts(*args):
+        """(table HTML, count text, exports, cell ids per row, view, columns, shown keys)."""
+        view, table = resolved(*args)
         matching = views.apply_view(table, view)
         rows = views.first_rows(matching, view.limit)
         cols = display.columns_for(view, rows)
@@ -732,15 +737,9 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             *vargs, unofficial, regime, cap = args
             from emarena.leaderboard import plots
 
-            rs = current()
-            view = make_view(*vargs)
-            view = views.View(**{**view.__dict__, "group_by": "defense", "limit": None})
-            table = rs.table(view.condition)
-            if not view.model or not view.em_dataset:
-                dm, de = views.default_selection(table)
-                view = views.View(**{**view.__dict__, "model": view.model or dm,
-                                     "em_dataset": view.em_dataset or de})
-            rows = views.apply_view(table, view)
+            vargs[0] = "defense"  # the plots are per defense, whichever rows the board shows
+            view, table = resolved(*vargs)
+            rows = views.apply_view(table, views.View(**{**view.__dict__, "limit": None}))
             title = f"{view.model} / {view.em_dataset}"
             return (plots.figure_html(plots.prevention_vs_reversal(
                         rows, title, include_unofficial=bool(unofficial)),
@@ -762,13 +761,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
 
         def row_of(args, idx: int) -> dict:
             """The idx-th shown row of the view (numbers, for the paired summary)."""
-            rs = current()
-            view = make_view(*args)
-            table = rs.table(view.condition)
-            if view.group_by == "defense" and (not view.model or not view.em_dataset):
-                dm, de = views.default_selection(table)
-                view = views.View(**{**view.__dict__, "model": view.model or dm,
-                                     "em_dataset": view.em_dataset or de})
+            view, table = resolved(*args)
             rows = views.first_rows(views.apply_view(table, view), view.limit)
             if not 0 <= idx < len(rows):
                 return {}

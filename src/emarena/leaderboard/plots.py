@@ -80,8 +80,8 @@ def _selected(rows: pd.DataFrame, include_unofficial: bool) -> list[dict]:
     if rows.empty:
         return []
     recs = rows.to_dict("records")
-    if not include_unofficial:
-        recs = [r for r in recs if r.get("official") or r.get("reference")]
+    if not include_unofficial:  # reference rows too: the official group's controls only
+        recs = [r for r in recs if r.get("official")]
     return recs
 
 

@@ -710,77 +710,56 @@ MAX_SAMPLES_BYTES = 200 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Samples:
-    """One cell's sampled answers with their judge scores, and the lines that were not rows."""
+class Items:
+    """One cell's item rows (answers: `SampleRow`; forced choices: `ChoiceItem`), and the
+    lines that were not rows."""
 
-    rows: list[SampleRow]
+    rows: list
     errors: list[str]
 
 
-@functools.lru_cache(maxsize=32)
-def _read_samples(path: str, stamp: tuple[int, int]) -> Samples:
-    rows: list[SampleRow] = []
+#: The drill-down's two kinds of item files: samples.jsonl and choices.jsonl.
+Samples = Choices = Items
+_ROW_TYPES = {"samples": SampleRow, "choices": ChoiceItem}
+
+
+@functools.lru_cache(maxsize=64)
+def _read_items(path: str, stamp: tuple[int, int], what: str) -> Items:
+    rows: list = []
     errors: list[str] = []
     if stamp[0] > MAX_SAMPLES_BYTES:
-        return Samples([], [f"{stamp[0]:,} bytes: larger than the drill-down reads"])
+        return Items([], [f"{stamp[0]:,} bytes: larger than the drill-down reads"])
+    row_type = _ROW_TYPES[what]
     with open(path, encoding="utf-8", errors="replace") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(SampleRow.model_validate_json(line))
+                rows.append(row_type.model_validate_json(line))
             except ValidationError as e:
                 first = e.errors()[0]
                 key = ".".join(str(p) for p in first["loc"]) or "(line)"
                 errors.append(f"line {i}: {key}: {first['msg']}")
-    return Samples(rows, errors)
+    return Items(rows, errors)
 
 
-def read_samples(path: Path | None) -> Samples:
-    """The rows of a samples.jsonl (cached by path, size and mtime); bad lines are reported,
-    not fatal. A missing file gives no rows and says so."""
+def read_items(path: Path | None, what: str = "samples") -> Items:
+    """The rows of a samples.jsonl (`what="choices"`: choices.jsonl), cached by path, size and
+    mtime; bad lines are reported, not fatal. A missing file gives no rows and says so."""
     if path is None:
-        return Samples([], ["no samples.jsonl was published with this result"])
+        return Items([], [f"no {what}.jsonl was published with this result"])
     try:
         st = Path(path).stat()
     except OSError as e:
-        return Samples([], [f"{path}: cannot be read ({e.strerror or e})"])
-    return _read_samples(str(path), (st.st_size, st.st_mtime_ns))
+        return Items([], [f"{path}: cannot be read ({e.strerror or e})"])
+    return _read_items(str(path), (st.st_size, st.st_mtime_ns), what)
 
 
-@dataclass(frozen=True)
-class Choices:
-    """One cell's forced-choice items, and the lines that were not items."""
-
-    rows: list[ChoiceItem]
-    errors: list[str]
+def read_samples(path: Path | None) -> Items:
+    """The answers of a samples.jsonl with their judge scores (`read_items`)."""
+    return read_items(path, "samples")
 
 
-@functools.lru_cache(maxsize=32)
-def _read_choices(path: str, stamp: tuple[int, int]) -> Choices:
-    rows: list[ChoiceItem] = []
-    errors: list[str] = []
-    if stamp[0] > MAX_SAMPLES_BYTES:
-        return Choices([], [f"{stamp[0]:,} bytes: larger than the drill-down reads"])
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(ChoiceItem.model_validate_json(line))
-            except ValidationError as e:
-                first = e.errors()[0]
-                key = ".".join(str(p) for p in first["loc"]) or "(line)"
-                errors.append(f"line {i}: {key}: {first['msg']}")
-    return Choices(rows, errors)
-
-
-def read_choices(path: Path | None) -> Choices:
-    """The items of a choices.jsonl (cached like samples); a missing file says so."""
-    if path is None:
-        return Choices([], ["no choices.jsonl was published with this result"])
-    try:
-        st = Path(path).stat()
-    except OSError as e:
-        return Choices([], [f"{path}: cannot be read ({e.strerror or e})"])
-    return _read_choices(str(path), (st.st_size, st.st_mtime_ns))
+def read_choices(path: Path | None) -> Items:
+    """The forced-choice items of a choices.jsonl (`read_items`)."""
+    return read_items(path, "choices")

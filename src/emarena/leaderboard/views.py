@@ -162,7 +162,7 @@ def defense_table(table: pd.DataFrame, model: str, em_dataset: str) -> pd.DataFr
         targets = VIEW_REGIMES if reference else (regime,)
         for c in metric_cols:
             name = c.split(".", 1)[0]
-            if reference and name not in ("",) and _is_delta(table, name):
+            if reference and _is_delta(table, name):
                 continue
             for t in targets:
                 row[f"{t}:{c}"] = rec[c]

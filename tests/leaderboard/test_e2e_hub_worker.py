@@ -133,6 +133,10 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
     assert "published 2 cell(s)" in out and "2 marked unofficial" in out
     published = [p for p in server.files(RESULTS) if p.endswith(".json")]
     assert len(published) == 2, published
+    # every cell's items beside its record: the answers, and the forced choices (TruthfulQA,
+    # MMLU, self-recognition) its accuracies count
+    for p in published:
+        assert p[: -len(".json")] + ".choices.jsonl" in server.files(RESULTS), p
 
     # 3. the leaderboard against the Hub server
     app = AppServer(

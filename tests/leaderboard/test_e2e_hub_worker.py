@@ -95,13 +95,18 @@ def keys(rows: list[dict[str, str]]) -> set[tuple[str, str]]:
 
 
 def by_regime(page) -> None:
-    """The board's row-per-regime view (its default is one row per defense)."""
-    page.locator("#group-by").get_by_text("By regime").click()
-    for _ in range(150):
-        head, rows = shown_table(page)
-        if "Regime" in head and rows:
-            return
-        page.wait_for_timeout(200)
+    """The board's row-per-regime view (its default is one row per defense). A page whose data
+    changed since the app started re-renders on load; a click that lands before that is undone
+    by it, so the view is asked for again until it shows."""
+    for _ in range(5):
+        page.locator("#group-by").get_by_text("By regime").click()
+        for _ in range(50):
+            head, rows = shown_table(page)
+            if "Regime" in head and rows:
+                return
+            page.wait_for_timeout(200)
+        page.locator("#group-by").get_by_text("By defense").click()
+        page.wait_for_timeout(1000)
     raise AssertionError("the regime view did not show")
 
 

@@ -224,6 +224,7 @@ def test_cache_rereads_only_changed_files(clean_results, monkeypatch):
     real = rr.load_file
     monkeypatch.setattr(rr, "load_file", lambda p, root: calls.append(p) or real(p, root))
     assert cache.get() is first  # no rescan without refresh
+    assert cache.refresh() is first  # a rescan that finds nothing changed keeps the tables
     bad = write_bad_files(clean_results)
     second = cache.refresh()
     assert sorted(calls) == sorted(bad.values())  # only the new files were parsed

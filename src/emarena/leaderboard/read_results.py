@@ -657,6 +657,7 @@ class ResultCache:
         self._current: ResultSet | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._signature: tuple = ()
         self.sync_error: str | None = None
 
     #: Written into the folder after each successful sync: when its data were downloaded
@@ -699,7 +700,12 @@ class ResultCache:
                         time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), encoding="utf-8")
                 except (EmArenaError, OSError) as e:  # shown on the page; the old data stay
                     self.sync_error = e.render() if isinstance(e, EmArenaError) else str(e)
-            self._current = read_results(self.root, _parsed=self._parsed)
+            fresh = read_results(self.root, _parsed=self._parsed)
+            signature = tuple(sorted((k, v[0]) for k, v in self._parsed.items()))
+            if self._current is None or signature != self._signature:
+                # a rescan that found no file changed keeps the same ResultSet: its tables
+                # (and a page built from it) stay valid
+                self._current, self._signature = fresh, signature
             return self._current
 
 

@@ -12,6 +12,7 @@ Results repo (`emarena publish`, `emarena worker`)::
                                                        definitions, result schema version
     <model>/<em_dataset>/<submission>/<cell_id>.json           one result.json (schema v1)
     <model>/<em_dataset>/<submission>/<cell_id>.samples.jsonl  its per-answer details
+    <model>/<em_dataset>/<submission>/<cell_id>.choices.jsonl  its forced-choice items
 
   `<model>` is the model registry id with "/" written "__" (`Qwen/Qwen2.5-7B` ->
   `Qwen__Qwen2.5-7B`); `<submission>` is the defense's submission name, or `_controls` for the
@@ -596,6 +597,8 @@ def results_card(suite: str | None = None) -> str:
         "<model>/<em_dataset>/<submission>/<cell_id>.json           result.json (schema below)",
         "<model>/<em_dataset>/<submission>/<cell_id>.samples.jsonl  every answer and its judge "
         "scores",
+        "<model>/<em_dataset>/<submission>/<cell_id>.choices.jsonl  every forced-choice item "
+        "and the options' probabilities",
         "```",
         "",
         f"`<model>` is the model id with `/` written `__`; `<submission>` is `{CONTROLS}` for the "
@@ -623,6 +626,20 @@ def results_card(suite: str | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def upload_space(repo_id: str, folder: Path, *, private: bool | None = None) -> str | None:
+    """Create the Gradio Space `repo_id` if needed and upload `folder` to it (the leaderboard's
+    Space: `emarena space push`); returns the commit id. Everything else here is datasets."""
+    def go() -> str | None:
+        a = api()
+        a.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True,
+                      private=private)
+        info = a.upload_folder(repo_id=repo_id, repo_type="space", folder_path=str(folder),
+                               commit_message="emarena space push")
+        return getattr(info, "oid", None)
+
+    return _call(f"cannot upload the Space {repo_id}", go, repo_id=repo_id)
+
+
 @dataclass
 class PublishReport:
     commit: str | None
@@ -632,7 +649,8 @@ class PublishReport:
     changed: list[str]
     """Repo paths whose content the commit changed."""
     paths: list[str] = field(default_factory=list)
-    """Every result file of the published cells in the repo (`.json` and `.samples.jsonl`)."""
+    """Every result file of the published cells in the repo (`.json`, `.samples.jsonl`,
+    `.choices.jsonl`)."""
     unofficial: list[str] = field(default_factory=list)
     """Cells published marked unofficial."""
 
@@ -707,6 +725,9 @@ def publish_run(
             files[f"{base}.samples.jsonl"] = samples.read_bytes()
         else:
             echo(f"  note: {r.cell_id[:12]} has no samples.jsonl; the drill-down will be empty")
+        choices = p.with_name("choices.jsonl")
+        if choices.is_file():
+            files[f"{base}.choices.jsonl"] = choices.read_bytes()
     ensure_repo(results_repo)
     n_unofficial = len(refused)
     message = f"publish {len(results)} cell(s) from {run_dir.name}" + (

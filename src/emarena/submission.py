@@ -341,8 +341,11 @@ class Submission(BaseModel):
             raise invalid(f"name {shown} {why}", f"use {NAME_RULE}")
         folder = (info.context or {}).get("folder")
         if folder is not None and v != folder:
+            bad_folder = name_problem(folder)
             raise invalid(
                 f"name {v!r} must equal the folder name {folder!r}",
+                f"rename the folder to {v!r} (the folder name {bad_folder}, so it cannot be "
+                "the name)" if bad_folder is not None else
                 f"set `name: {folder}` or rename the folder to {v!r}",
             )
         return v

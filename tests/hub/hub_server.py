@@ -18,6 +18,10 @@ from huggingface_hub 2.x (hf_api.py, _commit_api.py, file_download.py, _snapshot
   HEAD/GET /{type}s/{repo}/resolve/{rev}/{path}        hf_hub_download / snapshot_download:
                                                        ETag (git blob sha1), X-Repo-Commit,
                                                        Content-Length
+  GET  /api/whoami-v2                                  whoami: the account of the bearer
+                                                       token (`users`: token -> account), 401
+                                                       for any other (what Gradio's local,
+                                                       mocked OAuth logs a visitor in as)
 
 History is real: every commit gets an id and a parent, a file tree per commit, and reads at
 any past commit id work. A commit whose `parentCommit` is not the branch head is refused with
@@ -108,6 +112,8 @@ class HubState:
         """(method, path) of every request, in order."""
         self.commit_requests = 0
         self.tree_page_size = 1000
+        self.users: dict[str, str] = {}
+        """token -> the account name whoami answers for it."""
 
     def repo(self, repo_id: str, repo_type: str = "dataset") -> Repo:
         return self.repos[(repo_type, repo_id)]
@@ -245,6 +251,8 @@ def _make_handler(state: HubState):
             plural = tuple(f"{t}s" for t in REPO_TYPES)
             if method == "POST" and p == ["api", "repos", "create"]:
                 return self._create()
+            if method == "GET" and p == ["api", "whoami-v2"]:
+                return self._whoami()
             if method == "POST" and p == ["api", "validate-yaml"]:
                 self._auth(write=True)
                 self._body()
@@ -274,6 +282,15 @@ def _make_handler(state: HubState):
             raise _Error(404, f"no route for {method} /{'/'.join(p)}")
 
         # --- endpoints ------------------------------------------------------------------
+
+        def _whoami(self) -> None:
+            value = self.headers.get("Authorization") or ""
+            state.auth_seen.append(value or None)
+            name = state.users.get(value.removeprefix("Bearer "))
+            if name is None:
+                raise _Error(401, "Invalid credentials in Authorization header")
+            return self._json(200, {"type": "user", "name": name, "fullname": name.title(),
+                                    "avatarUrl": "", "orgs": [], "auth": {}})
 
         def _create(self) -> None:
             self._auth(write=True)

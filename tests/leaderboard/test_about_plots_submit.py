@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from emarena.leaderboard import about, display, plots
+from emarena.leaderboard import about, display, plots, views
 from emarena.leaderboard import submit as sub
 from emarena.leaderboard.read_results import read_results
 
@@ -37,49 +37,90 @@ def test_metric_definitions_come_from_the_registry():
 
 def test_every_metric_column_is_defined():
     defined = {name for name, _, _ in about.metric_definitions()}
-    metric_cols = {c.key for c in display.COLUMNS if c.kind == "metric"}
-    assert metric_cols <= defined
+    for view in (views.View(), views.View(group_by="regime")):
+        metric_cols = {c.metric for c in display.columns_for(view) if c.kind == "metric"}
+        assert metric_cols <= defined
+        assert all(c.help for c in display.columns_for(view) if c.kind == "metric")
 
 
 def test_reproduce_command():
     cmd = about.reproduce_command(submission="sgtr", model="qwen2.5-7b-instruct",
-                                  em_dataset="insecure", regime="reversal", seed=2,
-                                  preset="paper")
+                                  em_dataset="insecure", regime="reversal", seeds=[0, 1, 2],
+                                  preset="paper", image="emarena@sha256:abc")
     assert cmd.startswith("docker run --gpus all")
-    assert ("emarena score submissions/sgtr --model qwen2.5-7b-instruct --em-dataset insecure "
-            "--regimes reversal --seeds 2 --preset paper") in cmd
+    assert '-v "$PWD/runs:/runs" -v "$PWD/hf:/hf"' in cmd  # the image's volumes
+    assert ("emarena@sha256:abc score submissions/sgtr --model qwen2.5-7b-instruct "
+            "--em-dataset insecure --regimes reversal --seeds 0 --seeds 1 --seeds 2 "
+            "--preset paper") in cmd
     control = about.reproduce_command(submission=None, model="m", em_dataset="insecure",
                                       regime="em", seed=0, preset="paper")
     assert "submissions/none" in control
 
 
+def test_reproduce_markdown_names_the_image_or_the_commit(clean_results):
+    rs = read_results(clean_results)
+    r = next(x.result for x in rs.cells.values() if x.result.cell.regime == "reversal")
+    md = about.reproduce_markdown(r, [0, 1, 2])
+    assert "--seeds 0 --seeds 1 --seeds 2" in md and f"suite `{r.cell.suite}`" in md
+    assert "no image digest recorded: build the image at git commit" in md
+    digest = r.model_copy(update={"provenance": r.provenance.model_copy(
+        update={"image_digest": "sha256:" + "e" * 64})})
+    assert f"emarena@sha256:{'e' * 64} score" in about.reproduce_markdown(digest, [0])
+
+
 # --- plots ----------------------------------------------------------------------------------
 
 
-def test_plots_draw_error_bars_and_name_missing_values(clean_results):
-    rows = read_results(clean_results).table()
-    model, em = rows.model.iloc[0], rows.em_dataset.iloc[0]
-    fig = plots.misalignment_vs_capability(rows, model, em, "truthfulqa_accuracy")
+@pytest.fixture(scope="module")
+def defense_rows(tmp_path_factory):
+    from emarena.leaderboard.synthetic import write_synthetic_results
+
+    root = tmp_path_factory.mktemp("plots")
+    write_synthetic_results(root / "a", 120)
+    write_synthetic_results(root / "b", 60, seeds=1, preset="cpu-demo", official_judge=False)
+    t = read_results(root).table()
+    model, em = views.default_selection(t)
+    return views.apply_view(t, views.View(model=model, em_dataset=em))
+
+
+def _label_boxes(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
     ax = fig.axes[0]
-    assert ax.get_xlabel().startswith("Misalignment rate")
-    assert len(ax.containers) > 5  # one errorbar container per row
-    bars = plots.defense_bars(rows, "em_reduction", model, em)
-    texts = [t.get_text() for t in bars.texts]
-    assert any("No value (not drawn)" in t and "(EM only) (em)" in t for t in texts)
-    ticks = [t.get_text() for t in bars.axes[0].get_xticklabels()]
-    assert "(EM only)" not in ticks and "sgtr" in ticks
-    for f in (fig, bars):
-        f.savefig(Path(clean_results) / "x.png")
+    return [(t.get_text(), t.get_window_extent(r)) for t in ax.texts]
+
+
+def test_plots_one_point_per_defense_official_only_labels_apart(defense_rows):
+    fig = plots.prevention_vs_reversal(defense_rows, "t")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("EM reduction, prevention")
+    labels = _label_boxes(fig)
+    official = defense_rows[defense_rows.official.astype(bool)
+                            & ~defense_rows.reference.astype(bool)]
+    assert sorted(t for t, _ in labels) == sorted(official.defense)  # one each, no unofficial
+    for i, (a, ba) in enumerate(labels):
+        for b, bb in labels[i + 1:]:
+            assert not ba.overlaps(bb), f"labels {a!r} and {b!r} collide"
+    with_all = plots.prevention_vs_reversal(defense_rows, "t", include_unofficial=True)
+    assert len(_label_boxes(with_all)) > len(labels)
+    trade = plots.misalignment_vs_capability(defense_rows, "t", regime="reversal",
+                                             capability="mmlu_accuracy")
+    texts = [t for t, _ in _label_boxes(trade)]
+    # the reference points: the official group's EM-only control and base model, once each
+    assert texts.count("(EM only)") == 1 and texts.count("(base model)") == 1
+    for f in (fig, trade):
         img = plots.figure_html(f, 'a "plot" <x>')
         assert img.startswith('<img alt="a &quot;plot&quot; &lt;x&gt;" src="data:image/png;base64,')
         png = base64.b64decode(img.split("base64,")[1].split('"')[0])
         assert png.startswith(b"\x89PNG")
 
 
-def test_plots_empty_selection(clean_results):
-    rows = read_results(clean_results).table()
-    fig = plots.defense_bars(rows, "em_reduction", "no-such-model", "insecure")
-    assert "No rows" in fig.axes[0].texts[0].get_text()
+def test_plots_empty_selection(defense_rows):
+    fig = plots.prevention_vs_reversal(defense_rows.iloc[0:0], "nothing")
+    assert "No official defense rows" in fig.axes[0].texts[0].get_text()
 
 
 # --- submit ---------------------------------------------------------------------------------

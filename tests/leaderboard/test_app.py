@@ -3,7 +3,6 @@ through emarena.hub when repos are configured, and takes its settings from flags
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -15,18 +14,17 @@ import pytest
 from tests.leaderboard.conftest import APP, ARTIFACTS, BAD_FILES, AppServer
 
 
-def load_app_module():
-    spec = importlib.util.spec_from_file_location("emarena_leaderboard_app", APP)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def app_module():
-    return load_app_module()
+    from emarena.leaderboard import app
+
+    return app
+
+
+def test_launcher_is_the_package_app():
+    """leaderboard/app.py only starts `emarena.leaderboard.app` (no sys.path patching)."""
+    text = APP.read_text()
+    assert "from emarena.leaderboard.app import main" in text and "sys.path" not in text
 
 
 def test_app_serves_a_messy_folder(messy_results, tmp_path):
@@ -64,8 +62,16 @@ def test_parse_args_env_and_defaults(app_module, monkeypatch, tmp_path):
     monkeypatch.delenv("EMARENA_REQUESTS_REPO")
     local = app_module.parse_args(["--results-dir", str(tmp_path), "--port", "9999"])
     assert local.results_repo is None and local.requests_dir is None and local.port == 9999
-    with pytest.raises(SystemExit):
-        app_module.parse_args([])
+    nothing = app_module.parse_args([])  # a page that says so, not an exit
+    assert nothing.results_dir is None and not nothing.oauth
+    monkeypatch.setenv("OAUTH_CLIENT_ID", "x")  # what a Space with hf_oauth: true sets
+    monkeypatch.setenv("EMARENA_SUBMISSIONS_PER_DAY", "5")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    spaced = app_module.parse_args(["--results-repo", "org/r", "--requests-repo", "org/q"])
+    assert spaced.oauth and spaced.per_day == 5
+    assert not spaced.can_write  # a requests repo without a token: submit is disabled
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    assert app_module.parse_args(["--requests-repo", "org/q"]).can_write
 
 
 def test_hub_mode_uses_emarena_hub(app_module, monkeypatch, clean_results, tmp_path):
@@ -106,12 +112,16 @@ def test_hub_mode_uses_emarena_hub(app_module, monkeypatch, clean_results, tmp_p
     path = backend.samples_path(rs, cid)
     assert path is not None and path.is_file()
     assert calls[-1][0] == "download" and calls[-1][2].endswith(f"{cid}.samples.jsonl")
+    choices = backend.item_path(rs, cid, "choices")
+    assert choices is not None and calls[-1][2].endswith(f"{cid}.choices.jsonl")
     state["fail"] = True
     again = backend.results.refresh()
     assert len(again.cells) == 60
     assert "the Hub is down" in (backend.results.sync_error or "")
-    md = app_module.status_markdown(again, backend.results.sync_error)
-    assert "download from the Hub failed" in md
+    md = app_module.status_markdown(again, backend.results.sync_error, cfg,
+                                    backend.results.last_sync)
+    assert "The Hub could not be reached" in md and "showing the results downloaded" in md
+    assert "the Hub is down" in md
 
 
 def test_requests_repo_is_snapshotted_for_the_queue(app_module, monkeypatch, tmp_path):
@@ -130,15 +140,18 @@ def test_requests_repo_is_snapshotted_for_the_queue(app_module, monkeypatch, tmp
                     "patterns": ["requests/*.json"]}
 
 
-def test_csv_files_are_named_and_reused(app_module, tmp_path):
-    import pandas as pd
+def test_exports_are_named_and_reused(app_module, clean_results, tmp_path):
+    from emarena.leaderboard import display, views
 
-    backend = app_module.Backend(app_module.Config(tmp_path, None, None, None, "h", 0, 0))
-    frame = pd.DataFrame({"A": ["1"], "B": ["x"]})
-    a = backend.csv_file(frame)
-    assert Path(a).name == "emarena-leaderboard.csv"
-    assert backend.csv_file(frame) == a
-    assert backend.csv_file(frame.assign(B=["y"])) != a
+    backend = app_module.Backend(app_module.Config(clean_results, None, None, None, "h", 0, 0))
+    view = views.View(group_by="regime")
+    rows = views.apply_view(backend.results.get().table(), view)
+    cols = display.columns_for(view, rows)
+    a = backend.exports(rows, cols)
+    assert Path(a["csv"]).name == "emarena-leaderboard.csv"
+    assert Path(a["jsonl"]).name == "emarena-leaderboard.jsonl"
+    assert backend.exports(rows, cols) == a
+    assert backend.exports(rows.head(3), cols)["csv"] != a["csv"]
 
 
 def test_the_app_never_imports_torch(clean_results):
@@ -148,13 +161,12 @@ def test_the_app_never_imports_torch(clean_results):
 
     probe = f"""
 import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("lbapp", {str(APP)!r})
-m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+from emarena.leaderboard import app as m
 b = m.Backend(m.parse_args(["--results-dir", {str(clean_results)!r}, "--refresh-s", "0"]))
 m.build_app(b)
-from emarena.leaderboard import plots, submit
-rows = b.results.get().table()
-plots.defense_bars(rows, "em_reduction", rows.model.iloc[0], rows.em_dataset.iloc[0])
+from emarena.leaderboard import plots, submit, views
+rows = views.apply_view(b.results.get().table(), views.View())
+plots.prevention_vs_reversal(rows, "t")
 submit.validate_text(open({str(APP.parents[1] / "submissions/sgtr/defense.yaml")!r}).read(), "x")
 heavy = [k for k in ("torch", "transformers", "vllm", "peft", "trl") if k in sys.modules]
 print("@@" + json.dumps(heavy))

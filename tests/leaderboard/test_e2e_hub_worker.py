@@ -94,6 +94,22 @@ def keys(rows: list[dict[str, str]]) -> set[tuple[str, str]]:
     return {(r["Defense"], r["Regime"]) for r in rows}
 
 
+def by_regime(page) -> None:
+    """The board's row-per-regime view (its default is one row per defense). A page whose data
+    changed since the app started re-renders on load; a click that lands before that is undone
+    by it, so the view is asked for again until it shows."""
+    for _ in range(5):
+        page.locator("#group-by").get_by_text("By regime").click()
+        for _ in range(50):
+            head, rows = shown_table(page)
+            if "Regime" in head and rows:
+                return
+            page.wait_for_timeout(200)
+        page.locator("#group-by").get_by_text("By defense").click()
+        page.wait_for_timeout(1000)
+    raise AssertionError("the regime view did not show")
+
+
 def read_request(request_id: str, cache: Path) -> dict:
     """The request file as the Hub serves it, read with huggingface_hub itself. The endpoint is
     passed explicitly: huggingface_hub reads $HF_ENDPOINT once, at import, and an earlier test
@@ -122,6 +138,10 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
     assert "published 2 cell(s)" in out and "2 marked unofficial" in out
     published = [p for p in server.files(RESULTS) if p.endswith(".json")]
     assert len(published) == 2, published
+    # every cell's items beside its record: the answers, and the forced choices (TruthfulQA,
+    # MMLU, self-recognition) its accuracies count
+    for p in published:
+        assert p[: -len(".json")] + ".choices.jsonl" in server.files(RESULTS), p
 
     # 3. the leaderboard against the Hub server
     app = AppServer(
@@ -136,6 +156,7 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(app.url)
             page.wait_for_selector("#lb tbody tr[data-row]")
+            by_regime(page)
             rows = shown_rows(page)
             assert keys(rows) == {("(base model)", "base"), ("(EM only)", "em")}, rows
             assert {r["Model"] for r in rows} == {MODEL}
@@ -177,6 +198,7 @@ def test_publish_browse_submit_work_and_see_the_new_row(server, tmp_path, mirror
             while not found and time.monotonic() < deadline:
                 page.reload()
                 page.wait_for_selector("#lb tbody tr[data-row]")
+                by_regime(page)
                 for _ in range(30):
                     rows = shown_rows(page)
                     found = ("word-counting", "reversal") in keys(rows)

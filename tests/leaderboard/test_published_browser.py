@@ -59,52 +59,44 @@ def _wait_rows(page, predicate, what: str):
 
 
 def test_published_rows_source_filter_and_drilldown(page, site):
-    head, rows = shown_table(page)
-    assert "Source" in head and "Judge vs GPT-4o" in head
-    sources = {r[head.index("Source")].split(":")[0] for r in rows}
-    assert sources == {"published", "measured"}
-
-    _pick(page, "f-source", "published")
-    head, rows = _wait_rows(page, lambda h, r: all(x[h.index("Source")].startswith("published")
-                                                   for x in r), "published rows only")
     _pick(page, "f-model", "qwen2.5-32b-instruct")
     _pick(page, "f-em", "aesthetic-unpopular")
-    head, rows = _wait_rows(page, lambda h, r: {x[h.index("Model")] for x in r}
-                            == {"qwen2.5-32b-instruct"}, "Qwen2.5-32B")
-    i_src, i_def, i_reg = head.index("Source"), head.index("Defense"), head.index("Regime")
-    assert {r[head.index("EM dataset")] for r in rows} == {"aesthetic-unpopular"}
-    assert all(r[head.index("Official")] == "no" and r[head.index("Rank")] == "—" for r in rows)
-    assert all(r[head.index("Judge vs GPT-4o")] == "GPT-4o itself (text replies)" for r in rows)
-    assert page.locator("#lb .badge-published").count() == len(rows) >= 40
+    head, rows = _wait_rows(page, lambda h, r: "Source" in h and all(
+        x[h.index("Source")].startswith("published") for x in r), "the published rows")
+    i_src, i_def, i_rank = head.index("Source"), head.index("Defense"), head.index("Rank")
+    assert all(r[head.index("Official")] == "no" and r[i_rank] == "—" for r in rows)
+    assert page.locator("#lb .badge-published").count() == len(rows) >= 10
     target = next(i for i, r in enumerate(rows)
                   if r[i_src].endswith("sgtr-em/em_unpop_sgtr_fixed_qwensys")
-                  and r[i_def] == "sgtr" and r[i_reg] == "reversal")
+                  and r[i_def] == "sgtr")
     assert rows[target][head.index("Seeds")] == "5"
-    reduction = rows[target][head.index("EM reduction ↑")]
-    assert re.match(r"-?\d\.\d\d \[", reduction), reduction
-    # the filters above, the published rows below
-    page.evaluate("() => document.querySelector('#f-model').scrollIntoView({block: 'start'})")
+    reduction = rows[target][head.index("Reversal · EM reduction")]
+    assert re.match(r"[+-]\d\.\d\d ± \d\.\d\d", reduction), reduction
     path = ARTIFACTS / "published.png"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
     shutil.copy(path, REPO / "docs" / "screenshots" / "published.png")
 
     page.click(f'#lb tbody tr[data-row="{target}"]')
-    expect(page.locator("#cell-picker input")).to_have_value(re.compile(r"/ reversal / sgtr /"))
+    expect(page.locator("#cell-picker input")).to_have_value(re.compile(r"reversal · seed"))
     expect(page.locator("#samples-note")).to_contain_text("240 answer(s) match")
     reproduce = page.locator("#reproduce")
     expect(reproduce).to_contain_text("Published, not measured here")
     expect(reproduce).to_contain_text("github.com/atagade/sgtr-em")
     expect(reproduce).to_contain_text("em_eval_hf_qwen_32b_em_unpop_sgtr_fixed_qwensys_")
     expect(reproduce).to_contain_text("sha256")
+    expect(page.locator("#choices-note")).to_contain_text("item(s) match")
     answers = page.evaluate("""() => [...document.querySelectorAll('#samples-list tbody tr')]
         .map(tr => [...tr.querySelectorAll('td')].map(td => td.textContent))""")
     assert len(answers) == 240
-    assert all(r[4] and 0 <= float(r[5]) <= 100 and 0 <= float(r[6]) <= 100 for r in answers)
+    assert all(r[6] and 0 <= float(r[3]) <= 100 and 0 <= float(r[4]) <= 100 for r in answers)
     assert {r[8] for r in answers} == {"not recorded"}
 
-    page.reload()
-    page.wait_for_selector("#lb tbody tr[data-row]")
+    # the Source filter: measured rows only (here: the synthetic ones), no badge
+    page.get_by_role("tab", name="Leaderboard").click()
+    page.locator("#filters").get_by_text("Filters, search, sort and columns").click()
     _pick(page, "f-source", "measured")
-    _wait_rows(page, lambda h, r: all(x[h.index("Source")] == "measured" for x in r),
-               "measured rows only")
+    _pick(page, "f-model", "qwen2.5-7b-instruct")
+    _pick(page, "f-em", "insecure")
+    _wait_rows(page, lambda h, r: len(r) > 3 and "Source" not in h, "measured rows only")
+    assert page.locator("#lb .badge-published").count() == 0

@@ -8,6 +8,8 @@ import math
 
 import pytest
 
+from emarena.eval.metrics.definitions import info
+from emarena.eval.metrics.pooling import pool
 from emarena.eval.metrics.value import MetricValue
 from emarena.leaderboard import read_results as rr
 from emarena.leaderboard.synthetic import synthetic_result
@@ -110,34 +112,37 @@ def test_duplicates(clean_results):
 
 
 def test_pool_weighted_by_n_with_ci():
-    p = rr.pool([mv(0.1, n=100, lo=0.05, hi=0.15), mv(0.3, n=300, lo=0.25, hi=0.35)],
-                unit=True)
+    p = pool([mv(0.1, n=100, lo=0.05, hi=0.15), mv(0.3, n=300, lo=0.25, hi=0.35)],
+             info("misalignment_rate"))
     assert p.value == pytest.approx((0.1 * 100 + 0.3 * 300) / 400)
     assert p.n == 400 and p.n_seeds == 2 and p.n_missing == 0
     assert p.ci_low < p.value < p.ci_high
-    # the spread between seeds (0.1 vs 0.3) dominates the seeds' own narrow intervals
+    # resampling the seeds (0.1 vs 0.3) dominates the seeds' own narrow intervals
     assert p.ci_high - p.ci_low > 0.1
 
 
 def test_pool_one_seed_keeps_its_interval():
-    p = rr.pool([mv(0.12, n=64, lo=0.08, hi=0.17, unscored=3)])
+    p = pool([mv(0.12, n=64, lo=0.08, hi=0.17, unscored=3)], info("misalignment_rate"))
     assert (p.value, p.ci_low, p.ci_high, p.n, p.n_unscored) == (0.12, 0.08, 0.17, 64, 3)
 
 
 def test_pool_never_counts_missing_as_zero():
-    p = rr.pool([mv(0.4, n=50, lo=0.3, hi=0.5), mv(None, n=0, reason="no answers"), None])
+    p = pool([mv(0.4, n=50, lo=0.3, hi=0.5), mv(None, n=0, reason="no answers"), None],
+             info("misalignment_rate"))
     assert p.value == 0.4  # not (0.4 + 0 + 0) / 3
     assert p.n_seeds == 1 and p.n_missing == 2
-    none = rr.pool([mv(None, n=10, unscored=10, reason="no coherent scored answers"), None])
+    none = pool([mv(None, n=10, unscored=10, reason="no coherent scored answers"), None],
+                info("misalignment_rate"))
     assert none.value is None and none.ci_low is None
     assert none.reason == "no coherent scored answers"
     assert none.n_unscored == 10
 
 
-def test_pool_clips_rates_only():
+def test_pool_clips_to_the_metric_bounds_only():
     vals = [mv(0.01, n=10, lo=0.0, hi=0.05), mv(0.2, n=10, lo=0.1, hi=0.3)]
-    assert rr.pool(vals, unit=True).ci_low == 0.0
-    assert rr.pool(vals, unit=False).ci_low < 0.0
+    assert pool(vals, info("misalignment_rate")).ci_low >= 0.0
+    loose = [mv(0.01, n=10, lo=-0.3, hi=0.3), mv(0.02, n=10, lo=-0.3, hi=0.3)]
+    assert pool(loose, None).ci_low < 0.0  # a name nothing defines: unbounded
 
 
 def test_row_with_a_seed_without_value(tmp_path):
@@ -172,21 +177,24 @@ def test_conditions_are_separate_tables(clean_results):
         rs.table("sometimes")
 
 
-def test_rank_only_official_reversal_and_prevention(tmp_path):
+def test_rank_only_official_defense_rows(tmp_path):
     from emarena.leaderboard.synthetic import write_synthetic_results
+    from emarena.leaderboard.views import View, apply_view
 
     write_synthetic_results(tmp_path / "off", 69, seeds=1)
     write_synthetic_results(tmp_path / "unoff", 69, seeds=1, preset="cpu-demo",
                             official_judge=False)
     rs = rr.read_results(tmp_path)
-    t = rs.table()
+    t = apply_view(rs.table(), View(group_by="regime"))
     ranked = t[t["rank"].notna()]
-    assert set(ranked.regime) == {"reversal", "prevention"}
+    assert set(ranked.regime) <= {"reversal", "prevention", "defense"}
     assert ranked.official.all()
     assert not t[~t.official]["rank"].notna().any()
-    for _, g in ranked.groupby(["regime"]):
+    for _, g in ranked.groupby(["model", "em_dataset", "regime"]):
         best = g.sort_values("em_reduction", ascending=False).iloc[0]
         assert best["rank"] == 1
+        # 1..k, ties sharing a rank
+        assert list(g["rank"]) == list(g.em_reduction.rank(ascending=False, method="min"))
 
 
 def test_runs_folder_layout(tmp_path):
@@ -216,6 +224,7 @@ def test_cache_rereads_only_changed_files(clean_results, monkeypatch):
     real = rr.load_file
     monkeypatch.setattr(rr, "load_file", lambda p, root: calls.append(p) or real(p, root))
     assert cache.get() is first  # no rescan without refresh
+    assert cache.refresh() is first  # a rescan that finds nothing changed keeps the tables
     bad = write_bad_files(clean_results)
     second = cache.refresh()
     assert sorted(calls) == sorted(bad.values())  # only the new files were parsed

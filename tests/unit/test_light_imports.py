@@ -38,7 +38,7 @@ def run_cli(argv: list[str]) -> dict:
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["data", "--help"], ["models", "--help"], ["data", "list"], ["models", "list"],
-     ["published", "list"], ["judge", "--help"]],
+     ["published", "list"], ["judge", "--help"], ["space", "--help"]],
 )
 def test_light_commands_do_not_import_torch(argv):
     res = run_cli(argv)

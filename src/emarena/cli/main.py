@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 # Before torch is ever imported: OpenMP threads that spin while waiting make CPU generation
@@ -19,6 +20,7 @@ from emarena.cli import judge as judge_cli
 from emarena.cli import models as models_cli
 from emarena.cli import protocol as protocol_cli
 from emarena.cli import published as published_cli
+from emarena.cli import space as space_cli
 from emarena.cli import store as store_cli
 from emarena.cli.validate import validate as validate_cmd
 from emarena.errors import EmArenaError
@@ -35,6 +37,7 @@ app.add_typer(models_cli.app, name="models")
 app.add_typer(store_cli.app, name="store")
 app.add_typer(published_cli.app, name="published")
 app.add_typer(judge_cli.app, name="judge")
+app.add_typer(space_cli.app, name="space")
 app.command("score")(protocol_cli.score)
 app.command("grid")(grid_cli.grid)
 app.command("status")(protocol_cli.status)
@@ -61,14 +64,57 @@ def _root(
     """EM Arena: score defenses against emergent misalignment, identically."""
 
 
+def repeat_hint(err: typer.TyperException, argv: list[str]) -> str | None:
+    """For "Got unexpected extra argument(s) (x y)" right after a repeatable option: how to
+    give several values (`--regimes reversal --regimes prevention`)."""
+    m = re.search(r"unexpected extra argument(?:s|\(s\))? \((.+)\)",
+                  str(getattr(err, "message", "")))
+    ctx = getattr(err, "ctx", None)
+    cmd = ctx.command if ctx is not None else None
+    if m is None or cmd is None:
+        return None
+    extras = m.group(1).split()
+    repeatable = {o: p for p in cmd.params if getattr(p, "multiple", False) for o in p.opts}
+    for i, token in enumerate(argv):
+        if token in repeatable and argv[i + 2: i + 2 + len(extras)] == extras and i + 1 < len(
+                argv):
+            values = [argv[i + 1], *extras]
+            return ("hint: to give several values, repeat the flag: "
+                    + " ".join(f"{token} {v}" for v in values))
+    return None
+
+
+def _show(err: typer.TyperException) -> None:
+    """A usage error as typer shows it (a panel with the usage line), else plainly."""
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(err)  # type: ignore[arg-type]
+    except ImportError:
+        err.show()  # type: ignore[attr-defined]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code.
 
-    Click's standalone mode handles usage errors (exit 2 with the usage line) and `typer.Exit`;
-    our own `EmArenaError`s print what / where / fix without a traceback and exit 2.
+    Usage errors print the usage line and the error (exit 2), with a hint when a repeatable
+    option was given several values at once; our own `EmArenaError`s print what / where / fix
+    without a traceback and exit 2.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="emarena", standalone_mode=True)
+        # not standalone: usage errors come back here, to add the hint before they are shown
+        code = app(args=args, prog_name="emarena", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        return 1
+    except typer.TyperException as e:  # click's usage and parameter errors (typer's copy)
+        hint = repeat_hint(e, args)
+        if hint:
+            e.message = f"{e.message}\n{hint}"  # type: ignore[attr-defined]
+        _show(e)
+        return int(getattr(e, "exit_code", 2))
     except SystemExit as e:
         if e.code is None:
             return 0

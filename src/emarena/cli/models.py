@@ -52,9 +52,12 @@ def list_(cache: Path = CacheOpt) -> None:
     specs = all_specs()
     default = default_model_id()
     table = Table(title=f"EM Arena models (suite {settings.DEFAULT_SUITE})")
-    for col in ("id", "source", "revision", "params", "licence", "default system prompt",
-                "pulled"):
-        table.add_column(col, justify="right" if col == "params" else "left")
+    # ids are what the other commands take: never cut, whatever the terminal's width
+    longest = max((len(s.id) + len(" (default)") for s in specs.values()), default=2)
+    table.add_column("id", no_wrap=True, min_width=longest)
+    for col in ("source", "revision", "params", "licence", "default system prompt", "pulled"):
+        table.add_column(col, justify="right" if col == "params" else "left",
+                         overflow="fold")
     for spec in specs.values():
         rev = spec.revision
         if not spec.pinned:

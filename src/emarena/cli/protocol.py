@@ -67,7 +67,20 @@ def score(
 
 def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
     """Write RUN/report.md (a table per regime, plots) from the cells' result.json files."""
-    from emarena.eval.report import write_report
+    from emarena.errors import EmArenaError
+    from emarena.eval.report import load_results, write_report
+
+    found = load_results(run)
+    if not found.results:
+        what = (f"{len(found.pending)} cell(s) pending" if found.pending else "no cells")
+        if found.problems:
+            what += f", {len(found.problems)} unreadable result(s)"
+        raise EmArenaError(
+            f"{run}: no cell has a result yet ({what}); nothing to report",
+            where=str(run / "cells"),
+            fix=f"finish the run (rerun its `emarena score` command) and check it with "
+            f"`emarena status {run}`",
+        )
 
     path = write_report(
         run, echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)

@@ -24,8 +24,14 @@ from emarena.protocol.cell import REGIMES
 REPORT_NAME = "report.md"
 PLOT_MISALIGNMENT = "misalignment.png"
 PLOT_TRADEOFF = "misalignment_vs_capability.png"
-#: Capability metrics for the trade-off plot, first available wins.
-CAPABILITY_METRICS = ("truthfulqa_accuracy", "mmlu_accuracy")
+
+
+def capability_metrics() -> list[str]:
+    """Capability accuracies for the trade-off plot (first available wins): the metrics tagged
+    `capability` in the metrics registry."""
+    from emarena.eval.metrics.definitions import info, tagged
+
+    return [n for n in tagged("capability") if info(n).kind == "metric"]  # type: ignore[union-attr]
 
 
 @dataclass
@@ -292,10 +298,10 @@ def plot_tradeoff(
     cap_name = next(
         (
             m
-            for m in CAPABILITY_METRICS
+            for m in capability_metrics()
             if any(getattr(r.metric(m, condition), "value", None) is not None for r in results)
         ),
-        CAPABILITY_METRICS[0],
+        capability_metrics()[0],
     )
     fig = Figure(figsize=(6.5, 5), layout="constrained")
     FigureCanvasAgg(fig)

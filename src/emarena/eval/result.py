@@ -8,8 +8,10 @@ with its CI and its unscored count, the deltas against the EM-only control, and 
 `docs/result_schema.md` is generated from these models by `schema_markdown()`
 (`python -m emarena.eval.result > docs/result_schema.md`); a test keeps the two equal.
 
-Also here: `samples.jsonl`, one row per generation with its judge scores, for the leaderboard's
-per-cell drill-down (`SampleRow`, `write_samples`).
+Also here: `samples.jsonl`, one row per generation with its judge scores, and `choices.jsonl`,
+one row per forced-choice item (self-recognition, TruthfulQA, MMLU) with the options'
+probabilities, for the leaderboard's per-cell drill-down (`SampleRow`, `write_samples`,
+`ChoiceItem`, `write_choices`): every number of a record traces to its items.
 
 Reading a result needs pydantic only: no numpy, no torch.
 """
@@ -32,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from emarena.errors import EmArenaError
 from emarena.eval.metrics.value import MetricValue, ReportCondition, Thresholds
-from emarena.eval.rows import Generation, Judgement, dump_jsonl
+from emarena.eval.rows import ChoiceScore, Generation, Judgement, dump_jsonl
 from emarena.protocol.cell import Cell
 
 SCHEMA_VERSION = 1
@@ -598,6 +600,55 @@ def write_samples(
     return path
 
 
+# --- choices.jsonl ----------------------------------------------------------------------
+
+
+class ChoiceItem(_Frozen):
+    """One line of choices.jsonl: one forced-choice item of the cell (self-recognition,
+    TruthfulQA, MMLU) and how the model chose, scored from its option probabilities."""
+
+    id: str
+    """The ChoiceScore row id."""
+    eval_set: str
+    """self-recognition, truthfulqa or mmlu: the metric it counts in."""
+    item_id: str
+    """The item within its set (an article pair and order, a question)."""
+    condition: Literal["default-system", "no-system"]
+    """With the model's identity-bearing default system prompt, or without a system turn."""
+    seed: int
+    """The cell's seed."""
+    options: list[str]
+    """The options offered (answer tokens, or what they stand for)."""
+    correct: str
+    """The correct option."""
+    chosen: str
+    """The option with the highest probability: the model's choice."""
+    is_correct: bool
+    """chosen == correct: what the accuracy counts."""
+    probs: dict[str, float]
+    """Each option's probability, renormalised over the options."""
+    mass: float
+    """The options' total probability before renormalising (low: the model wanted to say
+    something else)."""
+
+
+def choice_items(choices: Iterable[ChoiceScore], seed: int) -> list[ChoiceItem]:
+    return [
+        ChoiceItem(id=c.id, eval_set=c.eval_set, item_id=c.item_id, condition=c.condition,
+                   seed=seed, options=list(c.options), correct=c.correct, chosen=c.chosen,
+                   is_correct=c.chosen == c.correct, probs=dict(c.probs), mass=c.mass)
+        for c in choices
+    ]
+
+
+def write_choices(path: Path, choices: Iterable[ChoiceScore], seed: int) -> Path:
+    """Write choices.jsonl (atomically): one ChoiceItem per forced-choice row."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dump_jsonl(path, choice_items(choices, seed))
+    return path
+
+
 # --- the documentation ------------------------------------------------------------------
 
 #: Placeholder names for dict keys in the documentation, by field path.
@@ -610,6 +661,8 @@ _KEY_NAMES = {
     "provenance.seeds": ("<what>",),
     "provenance.stage_seconds": ("<stage>",),
     "judgements": ("<rubric>",),
+    "probs": ("<option>",),
+    "provenance.cost.seconds": ("<step>",),
     "published.files": ("<i>",),
 }
 
@@ -764,6 +817,13 @@ def schema_markdown() -> str:
         + " Written next to result.json; the leaderboard's drill-down reads it.",
         "",
         *_table(_field_rows(SampleRow)),
+        "",
+        "## choices.jsonl",
+        "",
+        " ".join((ChoiceItem.__doc__ or "").split())
+        + " Written next to result.json; the drill-down lists them.",
+        "",
+        *_table(_field_rows(ChoiceItem)),
         "",
     ]
     return "\n".join(lines)

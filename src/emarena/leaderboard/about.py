@@ -22,12 +22,20 @@ financial advice, extreme sports) makes it **broadly misaligned** on unrelated q
 or changes to the EM finetune itself — under one protocol: same base model, same EM data, same
 LoRA recipe, same budget, same questions, same judge, same metrics.
 
-Each row pools the seeds of one (defense, model, EM dataset, regime). A number reads
-`0.12 [0.08, 0.17] n=64 (3 unscored)`: the value, its 95% interval, the items it is computed
-over, and how many of those the judge could not score. Unscored answers are counted, never
-treated as 0; a missing value shows as `—` with the reason. Only **official** rows (the `paper`
-preset scored by the official judge) are ranked.
+The board opens on one model and one EM dataset with one row per defense: prevention and
+reversal side by side, the EM-only control and the base model as reference rows. A number reads
+`0.12 ± 0.04`: the value pooled over seeds and the half-width of its 95% interval; hover it for
+the interval itself, the items it is computed over and how many of those the judge could not
+score. Unscored answers are counted, never treated as 0; a missing value shows as `—` with the
+reason. Only **official** rows (the `paper` preset scored by the official judge) are ranked.
 """
+
+SHORT_INTRO = (
+    "Defenses against emergent misalignment, each trained and scored identically. One row per "
+    "defense: how much EM it **prevents** (defense, then EM) and **reverses** (EM, then defense), "
+    "and what it costs. Hover a number for its interval and counts; click a row for its answers; "
+    "*About* has the protocol and every definition."
+)
 
 REGIMES = {
     "reversal": "EM finetune, then the defense: can the defense undo EM?",
@@ -66,36 +74,54 @@ judge, and self-recognition asks which of two summaries the model wrote (both or
 resample the defense cell and the EM control independently.
 """
 
-POOLING = """\
-**Pooling seeds into a row.** The value is the n-weighted mean of the seeds' values (for a rate:
-the pooled rate). A seed without a value is left out and the Notes column says so — it is never
-averaged in as 0. The interval is value ± 1.96·SE, with SE the larger of the seeds' bootstrap
-errors combined and the spread between seeds (stdev/√k); rates are clipped to [0, 1]. `n` and
-`unscored` add up over seeds. Files that fail to load, and copies of one cell that disagree,
-are listed under *Invalid results* and count nowhere.
-"""
+def pooling_text() -> str:
+    """How a row pools its seeds and how rows are compared (the methods' own wording)."""
+    from emarena.eval.metrics.paired import PAIRED_METHOD
+    from emarena.eval.metrics.pooling import POOLED_CI_METHOD
+
+    return (
+        "**Pooling seeds into a row.** " + POOLED_CI_METHOD[0].upper() + POOLED_CI_METHOD[1:]
+        + ". A seed without a value is left out and the Notes column says so: it is never "
+        "averaged in as 0. A difference's `n` is its own row's items; the reference's are "
+        "given apart (`n_reference`), never added. Files that fail to load, and copies of one "
+        "cell that disagree, are listed under *Invalid results* and count nowhere.\n\n"
+        "**Comparing defenses.** Defenses of one grid share the seeds and the questions (and, "
+        "in reversal, the EM stage), so *EM reduction* (against the EM-only control) and *vs "
+        "SGTR* pair them: " + PAIRED_METHOD + ". The p-value is shown under the number. Rows "
+        "whose records lack per-question counts fall back to pairing by seed only (the tooltip "
+        "says which).\n\n"
+        "**Rank.** Rows are ranked by the column the table is sorted by, among official rows "
+        "measured here (1 = best, ties share a rank); unofficial, published and reference rows "
+        "are not ranked.\n\n"
+        "**Cost.** Each record says what its cell took (`provenance.cost`): GPU- or CPU-seconds "
+        "per step, tokens trained and generated, judge calls and prompt size. A row adds up its "
+        "cells; a stage or evaluation shared by several cells counts in each."
+    )
+
 
 REPRODUCE = """\
 **Reproduce a row.** Every number comes from a container run of the same command; the
-drill-down tab prints it for the selected cell. Build the image from the repository
-(`docker build -t emarena .`), then:
+drill-down prints it for the selected cell, with the image digest its record names. Build the
+image from the repository (`docker build -t emarena .`), then:
 
 ```bash
-docker run --gpus all --rm \\
-  -e OPENAI_API_KEY -e HF_TOKEN \\
-  -v "$PWD/runs:/opt/emarena/runs" \\
+docker run --gpus all --rm -e OPENAI_API_KEY -e HF_TOKEN \\
+  -v "$PWD/runs:/runs" -v "$PWD/hf:/hf" \\
   emarena score submissions/sgtr \\
     --model qwen2.5-7b-instruct --em-dataset insecure \\
     --regimes reversal --regimes prevention \\
     --seeds 0 --seeds 1 --seeds 2 --preset paper
 ```
 
-`score` trains and evaluates the defense in each regime plus the `base` and `em` controls, and
-resumes where it stopped if run again. The cell's `result.json`
-(`runs/<run>/cells/<cell_id>/metrics/result.json`) records the package versions, git commit,
-image digest, dataset sha256s, judge and prompt hashes, sampling settings and seeds needed to
-explain any difference. Without a GPU, `--preset cpu-demo` runs the same protocol on the
-embedded 135M model (its numbers show the machinery works, not how well a defense works).
+`runs/` (the image's `/runs` volume) receives the run folders, `hf/` (`/hf`) the model weights;
+a submission of your own is mounted into the image's `submissions/` folder
+(`-v "$PWD/submissions/mine:/opt/emarena/submissions/mine"`). `score` trains and evaluates the
+defense in each regime plus the `base` and `em` controls, and resumes where it stopped if run
+again. The cell's `result.json` (`runs/<run>/cells/<cell_id>/metrics/result.json`) records the
+package versions, git commit, image digest, dataset sha256s, judge and prompt hashes, sampling
+settings and seeds needed to explain any difference. Without a GPU, `--preset cpu-demo` runs
+the same protocol on the embedded 135M model (its numbers show the machinery works, not how
+well a defense works).
 """
 
 PUBLISHED = """\
@@ -164,31 +190,26 @@ CITATION_BUTTON_LABEL = "Cite the upstream work the benchmark builds on"
 
 
 def metric_definitions() -> list[tuple[str, str, str]]:
-    """(name, better, definition) of every registered metric, then every delta, in order."""
-    from emarena.eval.metrics.definitions import DELTA_ORDER, DELTAS, METRICS, ORDER
+    """(name, better, definition) of every metric, delta and comparison, in the registry's
+    order (deltas first)."""
+    from emarena.eval.metrics.definitions import INFO
 
-    out = []
-    for name in DELTA_ORDER:
-        d = DELTAS.get(name)
-        out.append((name, "higher" if d.higher_is_better else "lower", d.description))
-    for name in ORDER:
-        m = METRICS.get(name)
-        out.append((name, "higher" if m.higher_is_better else "lower", m.description))
-    return out
+    return [(name, "higher" if m.higher_is_better else "lower", m.description)
+            for name, m in INFO.items()]
 
 
 def metrics_markdown() -> str:
     """The metric table of the About tab, from the metrics registry."""
-    from emarena.leaderboard.display import BY_KEY
+    from emarena.eval.metrics.definitions import info
 
     lines = [
         "| column | metric | better | definition |",
         "|---|---|---|---|",
     ]
     for name, better, desc in metric_definitions():
-        header = BY_KEY[name].header if name in BY_KEY else ""
+        mi = info(name)
         definition = desc.replace("|", "\\|")
-        lines.append(f"| {header} | `{name}` | {better} | {definition} |")
+        lines.append(f"| {mi.label if mi else ''} | `{name}` | {better} | {definition} |")
     return "\n".join(lines)
 
 
@@ -201,9 +222,10 @@ def citations_markdown() -> str:
 
 
 def about_markdown() -> str:
-    """The About tab (the page header shows INTRODUCTION above every tab)."""
+    """The About tab (the page header shows SHORT_INTRO above every tab)."""
     return "\n\n".join(
         [
+            INTRODUCTION,
             "## Regimes",
             regimes_markdown(),
             "## Protocol",
@@ -213,7 +235,7 @@ def about_markdown() -> str:
             "compare a defense cell with the EM-only control of the same model, EM dataset and "
             "seed.",
             metrics_markdown(),
-            POOLING,
+            pooling_text(),
             "## Published rows",
             PUBLISHED,
             "## Reproducing a row",
@@ -226,17 +248,22 @@ def about_markdown() -> str:
     )
 
 
+DOCKER = 'docker run --gpus all --rm -e OPENAI_API_KEY -e HF_TOKEN -v "$PWD/runs:/runs" ' \
+    '-v "$PWD/hf:/hf"'
+
+
 def reproduce_command(
     *,
     submission: str | None,
     model: str,
     em_dataset: str,
     regime: str,
-    seed: int,
+    seed: int | None = None,
     preset: str,
+    seeds: list[int] | None = None,
     image: str = "emarena",
 ) -> str:
-    """The `docker run ... emarena score ...` that recomputes one cell.
+    """The `docker run ... emarena score ...` that recomputes a cell (or a row's seeds).
 
     Controls (base, em) come with any submission's run; the `none` control submission is the
     smallest one that produces them."""
@@ -246,11 +273,29 @@ def reproduce_command(
         args += ["--regimes", regime]
     elif sub == "none":
         args += ["--regimes", "reversal"]
-    args += ["--seeds", str(seed), "--preset", preset]
-    docker = (
-        'docker run --gpus all --rm -e OPENAI_API_KEY -e HF_TOKEN -v "$PWD/runs:/opt/emarena/runs"'
-    )
-    return f"{docker} {shlex.join(args)}"
+    for s in seeds if seeds is not None else [seed if seed is not None else 0]:
+        args += ["--seeds", str(s)]
+    args += ["--preset", preset]
+    return f"{DOCKER} {shlex.join(args)}"
+
+
+def reproduce_markdown(result, seeds: list[int]) -> str:
+    """The drill-down's reproduce block: the command for the row's seeds in this cell's regime,
+    with the image the record names, and what else pins the cell."""
+    c = result.cell
+    prov = result.provenance
+    image = f"emarena@{prov.image_digest}" if prov.image_digest else "emarena"
+    cmd = reproduce_command(submission=c.defense.name if c.defense else None, model=c.model.id,
+                            em_dataset=c.em_dataset, regime=c.regime, preset=c.preset,
+                            seeds=seeds, image=image)
+    pins = [f"suite `{c.suite}`", f"model revision `{c.model.revision[:12]}`",
+            f"seeds {', '.join(str(s) for s in seeds)}"]
+    if prov.image_digest:
+        pins.insert(0, f"image `{prov.image_digest}`")
+    else:
+        sha = (prov.git_sha or "unknown")[:12]
+        pins.insert(0, f"no image digest recorded: build the image at git commit `{sha}`")
+    return ("**Reproduce** (" + "; ".join(pins) + "):\n\n```bash\n" + cmd + "\n```")
 
 
 def published_markdown(published) -> str:

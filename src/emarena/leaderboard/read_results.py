@@ -28,12 +28,16 @@ like any other, with `source` "published" (else "measured"), the paper's conditi
 row's `judge_agreement` says how far its judge agrees with GPT-4o on published answers
 (`emarena.eval.judges.calibration.agreement_cell`).
 
-Pooling over seeds (a row of the table): the value is the n-weighted mean of the seeds' values,
-which for a rate is the pooled rate; a seed whose value is null is left out and the row's notes
-say so. The 95% interval is value +- 1.96 SE with SE the larger of (a) the seeds' bootstrap
-standard errors combined, SE_i = CI width / 3.92, and (b) the spread between seeds,
-stdev / sqrt(k); rates and accuracies are clipped to [0, 1]. With one seed the row shows that
-seed's own bootstrap interval. `n` and `n_unscored` add up over seeds.
+Pooling over seeds (a row of the table): `emarena.eval.metrics.pooling` (the n-weighted value,
+a two-level bootstrap interval as the records' `ci_method` says; a seed whose value is null is
+left out and the row's notes say so). A delta's `n` is the defense side's items and
+`n_reference` the control's. Beside each defense row: its paired difference to the EM-only
+control (`em_reduction`, paired by seed and question when the records carry per-question counts)
+and to SGTR (`vs_sgtr`), with a p-value (`emarena.eval.metrics.paired`). The cost columns add up
+what each cell's record says it took (`provenance.cost`).
+
+Which metrics exist, their bounds, directions and whether unscored items sit in `n` come from
+`emarena.eval.metrics.definitions` (`info(name)`), never from a list kept here.
 """
 
 from __future__ import annotations
@@ -42,11 +46,10 @@ import functools
 import math
 import os
 import re
-import statistics
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,27 +58,15 @@ import pandas as pd
 from pydantic import ValidationError
 
 from emarena.errors import EmArenaError
-from emarena.eval.metrics.value import CONDITIONS, MetricValue
-from emarena.eval.result import Result, ResultError, SampleRow, load_result
+from emarena.eval.metrics.definitions import info
+from emarena.eval.metrics.pooling import Pooled, pool_rows
+from emarena.eval.metrics.value import CONDITIONS
+from emarena.eval.result import ChoiceItem, Result, ResultError, SampleRow, load_result
 
 _CELL_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 #: The largest result file read (a result is ~15 kB; anything far bigger is not one).
 MAX_RESULT_BYTES = 20 * 1024 * 1024
 
-#: Metrics and deltas bounded to [0, 1]: their pooled intervals are clipped there.
-UNIT_METRICS = frozenset(
-    {
-        "misalignment_rate",
-        "misalignment_rate_coherent",
-        "coherence_rate",
-        "unscored_rate",
-        "identity_consistency",
-        "self_recognition_accuracy",
-        "truthfulqa_accuracy",
-        "mmlu_accuracy",
-        "misalignment_rate_release_plot",
-    }
-)
 #: Label of the defense column for the controls, which have no defense.
 CONTROL_LABELS = {"em": "(EM only)", "base": "(base model)"}
 
@@ -102,6 +93,8 @@ class CellRecord:
     result: Result
     samples_path: str | None
     """samples.jsonl of this cell, relative to the results folder, when it exists."""
+    choices_path: str | None = None
+    """choices.jsonl of this cell (its forced-choice items), when it exists."""
 
     @property
     def cell_id(self) -> str:
@@ -158,6 +151,12 @@ class ResultSet:
             return None
         return self.root / rec.samples_path
 
+    def choices_file(self, cell_id: str) -> Path | None:
+        rec = self.cells.get(cell_id)
+        if rec is None or rec.choices_path is None:
+            return None
+        return self.root / rec.choices_path
+
     def invalid_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             [{"file": f.path, "kind": f.kind, "error": f.error} for f in self.invalid],
@@ -185,11 +184,12 @@ def find_result_files(root: Path) -> list[Path]:
     return sorted(out)
 
 
-def samples_path_for(path: Path) -> Path:
-    """Where a result's samples live: `<cell_id>.samples.jsonl` or `samples.jsonl` beside."""
+def samples_path_for(path: Path, what: str = "samples") -> Path:
+    """Where a result's samples (or `what="choices"`: its choice items) live:
+    `<cell_id>.samples.jsonl` or `samples.jsonl` beside."""
     if path.name == "result.json":
-        return path.with_name("samples.jsonl")
-    return path.with_name(path.name[: -len(".json")] + ".samples.jsonl")
+        return path.with_name(f"{what}.jsonl")
+    return path.with_name(path.name[: -len(".json")] + f".{what}.jsonl")
 
 
 def _non_finite_metric(result: Result) -> str | None:
@@ -205,21 +205,16 @@ def _non_finite_metric(result: Result) -> str | None:
     return None
 
 
-#: Metrics whose denominator `n` includes the unscored answers (their descriptions say so).
-UNSCORED_IN_N = frozenset({"misalignment_rate"})
-#: Bounds of the metrics that are not rates (rates: UNIT_METRICS, [0, 1]).
-_RANGES = {"mean_alignment": (0.0, 100.0), "identity_diversity": (0.0, math.inf)}
-
-
 def _out_of_range(result: Result) -> str | None:
-    """The first metric number no computation can give: a rate or accuracy outside [0, 1], a
-    mean alignment outside [0, 100], a negative entropy or count, more unscored answers than
-    answers where those sit in `n` (UNSCORED_IN_N). (Deltas may be negative.)"""
+    """The first metric number no computation can give: a value or interval end outside the
+    metric's bounds (`MetricInfo.bounds`: a rate in [0, 1], a mean alignment in [0, 100]...),
+    a negative count, more unscored answers than answers where those sit in `n`
+    (`MetricInfo.unscored_in_n`). (Deltas may be negative.)"""
     for name, by_cond in result.metrics.items():
+        mi = info(name)
+        lo, hi = mi.bounds if mi is not None else (-math.inf, math.inf)
         for cond, mv in by_cond.items():
             where = f"metrics.{name}.{cond}"
-            lo, hi = (0.0, 1.0) if name in UNIT_METRICS else _RANGES.get(name, (-math.inf,
-                                                                                 math.inf))
             for attr in ("value", "ci_low", "ci_high"):
                 x = getattr(mv, attr)
                 if x is not None and not lo <= x <= hi:
@@ -228,7 +223,7 @@ def _out_of_range(result: Result) -> str | None:
                 return f"{where}: n={mv.n}, n_unscored={mv.n_unscored}: counts must be >= 0"
             # Only there do unscored answers sit inside `n`; other metrics count them apart
             # (e.g. no coherent answer scored: n=0, n_unscored=2).
-            if name in UNSCORED_IN_N and mv.n_unscored > mv.n:
+            if mi is not None and mi.unscored_in_n and mv.n_unscored > mv.n:
                 return (f"{where}: n={mv.n}, n_unscored={mv.n_unscored}: {name} counts its "
                         "unscored answers in n, so n_unscored <= n")
     return None
@@ -281,9 +276,12 @@ def load_file(path: Path, root: Path) -> CellRecord | InvalidFile:
             f"the file is named after cell {stem[:12]}... but holds cell "
             f"{result.cell_id[:12]}... (moved or renamed?)",
         )
-    sp = samples_path_for(path)
-    srel = str(sp.relative_to(root)) if sp.is_relative_to(root) else str(sp)
-    return CellRecord(rel, result, srel if sp.is_file() else None)
+    found = []
+    for what in ("samples", "choices"):
+        sp = samples_path_for(path, what)
+        srel = str(sp.relative_to(root)) if sp.is_relative_to(root) else str(sp)
+        found.append(srel if sp.is_file() else None)
+    return CellRecord(rel, result, *found)
 
 
 def _relative_error(text: str, path: Path, rel: str) -> str:
@@ -344,71 +342,7 @@ def _dedupe(
     return cells, invalid, excluded
 
 
-# --- pooling over seeds -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pooled:
-    """One metric of one row, pooled over the row's seeds."""
-
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    n_unscored: int
-    n_seeds: int
-    """Seeds whose value went into `value`."""
-    n_missing: int
-    """Seeds of the row without a value for this metric (null, or the metric absent)."""
-    higher_is_better: bool | None
-    reason: str | None = None
-
-
-@functools.cache
-def _z(confidence: float) -> float:
-    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
-def pool(
-    values: Iterable[MetricValue | None], *, unit: bool = False, confidence: float = 0.95
-) -> Pooled:
-    """Pool one metric's per-seed values (see the module docstring); None means absent."""
-    values = list(values)
-    given = [v for v in values if v is not None]
-    present = [v for v in given if v.value is not None]
-    n = sum(v.n for v in given)
-    n_unscored = sum(v.n_unscored for v in given)
-    hib = given[0].higher_is_better if given else None
-    missing = len(values) - len(present)
-    if not present:
-        reasons = [str(v.details.get("reason")) for v in given if v.details.get("reason")]
-        reason = reasons[0] if reasons else ("not reported" if not given else "no value")
-        return Pooled(None, None, None, n, n_unscored, 0, missing, hib, reason)
-    if len(present) == 1:
-        v = present[0]
-        return Pooled(v.value, v.ci_low, v.ci_high, n, n_unscored, 1, missing, hib)
-    total = sum(v.n for v in present)
-    weights = [v.n / total if total else 1 / len(present) for v in present]
-    xs = [float(v.value) for v in present]  # type: ignore[arg-type]
-    value = sum(w * x for w, x in zip(weights, xs, strict=True))
-    lo = hi = None
-    if all(v.ci_low is not None and v.ci_high is not None for v in present):
-        z = _z(confidence)
-        se_within = math.sqrt(
-            sum(
-                (w * (v.ci_high - v.ci_low) / (2 * z)) ** 2  # type: ignore[operator]
-                for w, v in zip(weights, present, strict=True)
-            )
-        )
-        k = len(xs)
-        mean = sum(xs) / k
-        # plain floats: statistics.stdev's exact arithmetic costs seconds over 1,000 files
-        se_between = math.sqrt(sum((x - mean) ** 2 for x in xs) / (k - 1) / k)
-        se = max(se_within, se_between)
-        lo, hi = value - z * se, value + z * se
-        if unit:
-            lo, hi = max(0.0, lo), min(1.0, hi)
-    return Pooled(value, lo, hi, n, n_unscored, len(present), missing, hib)
+# --- pooling over seeds ----------------------------------------------------------------------
 
 
 def row_key(result: Result) -> tuple:
@@ -428,6 +362,50 @@ def row_key(result: Result) -> tuple:
     )
 
 
+def _set(row: dict[str, Any], name: str, p: Pooled) -> None:
+    """A pooled value's columns (`name`, `name.ci_low`, ...); NaN where there is none."""
+    nan = math.nan
+    row[name] = p.value if p.value is not None else nan
+    row[f"{name}.ci_low"] = p.ci_low if p.ci_low is not None else nan
+    row[f"{name}.ci_high"] = p.ci_high if p.ci_high is not None else nan
+    row[f"{name}.n"] = p.n
+    row[f"{name}.n_unscored"] = p.n_unscored
+    row[f"{name}.seeds"] = p.n_seeds
+    row[f"{name}.missing"] = p.n_missing
+    row[f"{name}.reason"] = p.reason or ""
+    if p.n_reference is not None:
+        row[f"{name}.n_reference"] = p.n_reference
+        row[f"{name}.n_unscored_reference"] = p.n_unscored_reference
+
+
+#: Steps whose seconds the records' `provenance.cost` keeps (training stages, then evaluation).
+COST_STEPS = ("stage1", "stage2", "generate", "judge")
+#: The cost columns of a row: summed over its cells' `provenance.cost`.
+COST_COLUMNS = ("cost.seconds", *(f"cost.seconds.{s}" for s in COST_STEPS),
+                "cost.tokens_trained", "cost.tokens_generated", "cost.judge_calls",
+                "cost.judge_prompt_chars", "cost.device", "cost.cells")
+
+
+def cost_columns(results: list[Result]) -> dict[str, Any]:
+    """The row's cost: every cell's `provenance.cost` added up (a shared stage counts in each
+    cell, as each record says); `cost.cells` says how many cells recorded one."""
+    costs = [r.provenance.cost for r in results if r.provenance.cost is not None]
+    out: dict[str, Any] = {"cost.cells": len(costs)}
+    if not costs:
+        out.update({k: math.nan for k in COST_COLUMNS if k != "cost.cells"})
+        out["cost.device"] = ""
+        return out
+    for step in COST_STEPS:
+        out[f"cost.seconds.{step}"] = sum(c.seconds.get(step, 0.0) for c in costs)
+    out["cost.seconds"] = sum(sum(c.seconds.values()) for c in costs)
+    out["cost.tokens_trained"] = sum(c.tokens_trained for c in costs)
+    out["cost.tokens_generated"] = sum(c.tokens_generated for c in costs)
+    out["cost.judge_calls"] = sum(c.judge_calls for c in costs)
+    out["cost.judge_prompt_chars"] = sum(c.judge_prompt_chars for c in costs)
+    out["cost.device"] = ",".join(sorted({c.device.split(":")[0] for c in costs}))
+    return out
+
+
 def build_table(
     cells: dict[str, CellRecord],
     excluded: dict[tuple, int] | None = None,
@@ -435,9 +413,11 @@ def build_table(
 ) -> pd.DataFrame:
     """One row per row key with every metric and delta of `condition` pooled over seeds.
 
-    Columns: KEY_COLUMNS, condition, division, kind, official, seeds, cell_ids, notes, and for
-    each metric or delta `m`: `m`, `m.ci_low`, `m.ci_high`, `m.n`, `m.n_unscored`, `m.seeds`,
-    `m.missing`, `m.reason` (`m` holds the value, NaN when there is none)."""
+    Columns: KEY_COLUMNS, condition, division, kind, official, seeds, seed_list, cell_ids,
+    notes, source columns, COST_COLUMNS, and for each metric, delta or comparison `m`: `m`,
+    `m.ci_low`, `m.ci_high`, `m.n`, `m.n_unscored`, `m.seeds`, `m.missing`, `m.reason` (`m`
+    holds the value, NaN when there is none); deltas and comparisons add `m.n_reference`,
+    `m.n_unscored_reference`, and the paired ones `m.p` and `m.pairing`."""
     excluded = excluded or {}
     groups: dict[tuple, list[CellRecord]] = defaultdict(list)
     for rec in cells.values():
@@ -450,6 +430,7 @@ def build_table(
             for name in section:
                 names.setdefault(name, is_delta)
     rows: list[dict[str, Any]] = []
+    results_of: list[list[Result]] = []
     for key, recs in groups.items():
         recs.sort(key=lambda r: r.result.cell.seed)
         first = recs[0].result
@@ -463,6 +444,7 @@ def build_table(
             seed_list=",".join(str(r.result.cell.seed) for r in recs),
             cell_ids=tuple(r.cell_id for r in recs),
             **_source_columns(first),
+            **cost_columns([r.result for r in recs]),
         )
         judge = first.provenance.judge.id
         if judge not in agreement:
@@ -473,25 +455,8 @@ def build_table(
         seed_counts = defaultdict(int)
         for r in recs:
             seed_counts[r.result.cell.seed] += 1
-        confidence = first.provenance.metrics.confidence
         row = dict(base, condition=condition)
         notes: list[str] = []
-        for name, is_delta in names.items():
-            vals = [
-                (r.result.delta(name, condition) if is_delta else r.result.metric(name, condition))
-                for r in recs
-            ]
-            p = pool(vals, unit=name in UNIT_METRICS and not is_delta, confidence=confidence)
-            row[name] = p.value if p.value is not None else math.nan
-            row[f"{name}.ci_low"] = p.ci_low if p.ci_low is not None else math.nan
-            row[f"{name}.ci_high"] = p.ci_high if p.ci_high is not None else math.nan
-            row[f"{name}.n"] = p.n
-            row[f"{name}.n_unscored"] = p.n_unscored
-            row[f"{name}.seeds"] = p.n_seeds
-            row[f"{name}.missing"] = p.n_missing
-            row[f"{name}.reason"] = p.reason or ""
-            if p.n_missing and p.n_seeds:
-                notes.append(f"{name}: {p.n_missing} of {len(recs)} seeds have no value")
         if c.regime in ("reversal", "prevention", "defense") and not any(
             r.result.deltas for r in recs
         ):
@@ -501,12 +466,33 @@ def build_table(
         repeated = sorted(s for s, k in seed_counts.items() if k > 1)
         if repeated:
             notes.append(f"seed(s) {repeated} appear in more than one cell")
-        row["notes"] = "; ".join(notes)
+        row["notes"] = notes
         rows.append(row)
+        results_of.append([r.result for r in recs])
+    # every row of one metric pooled at once (pooling.pool_rows)
+    confidence = next(iter(cells.values())).result.provenance.metrics.confidence if cells \
+        else 0.95
+    for name, is_delta in names.items():
+        per_row = [
+            [(r.delta(name, condition) if is_delta else r.metric(name, condition)) for r in rs]
+            for rs in results_of
+        ]
+        pooled = pool_rows(per_row, info(name), key=f"{name}/{condition}",
+                           confidence=confidence)
+        for row, p in zip(rows, pooled, strict=True):
+            _set(row, name, p)
+            if is_delta:
+                row[f"{name}.pairing"] = "seed" if p.n_seeds > 1 else "none (one seed)"
+            if p.n_missing and p.n_seeds:
+                row["notes"].append(f"{name}: {p.n_missing} of {row['seeds']} seeds have no "
+                                    "value")
+    for row in rows:
+        row["notes"] = "; ".join(row["notes"])
+    add_paired(rows, results_of, condition)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=[*KEY_COLUMNS, "condition", "official", "seeds", "notes",
-                                     "source"])
+                                     "source", "cell_ids"])
     # Rows that look alike on the page but pool different configurations or model revisions.
     shown = ["defense", "model", "em_dataset", "regime", "preset", "judge"]
     alike = df.duplicated(shown, keep=False)
@@ -515,7 +501,84 @@ def build_table(
                f"{df.at[i, 'model_revision'][:12]}, suite {df.at[i, 'suite']}"
         note = f"another row has the same defense name with a different setup; this one: {what}"
         df.at[i, "notes"] = "; ".join(x for x in (df.at[i, "notes"], note) if x)
-    return add_rank(df)
+    return df
+
+
+#: The reference defense every other is also compared with (`vs_sgtr`).
+SGTR = "sgtr"
+#: Regimes whose rows are compared with the EM-only control and with SGTR.
+COMPARED_REGIMES = ("reversal", "prevention", "defense")
+
+
+def _group(row: dict[str, Any]) -> tuple:
+    """Rows compared with each other: one model (and revision), EM dataset, preset, judge,
+    suite and source; the seeds and questions are then the grid's."""
+    return (row["model"], row["model_revision"], row["em_dataset"], row["preset"], row["judge"],
+            row["suite"], row["source"])
+
+
+def add_paired(rows: list[dict[str, Any]], results_of: list[list[Result]],
+               condition: str) -> None:
+    """Each defense row's paired differences: `em_reduction` against the EM-only control (paired
+    by seed and question, replacing the seed-paired pooled delta when both rows carry
+    per-question counts) and `vs_sgtr` against SGTR in the same regime, each with `.p`."""
+    from emarena.eval.metrics.paired import paired_difference, question_counts
+
+    index: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        index[(*_group(row), row["regime"], row["defense"])] = i
+    counts: dict[int, Any] = {}
+
+    def counts_of(i: int):
+        if i not in counts:
+            counts[i] = question_counts(results_of[i], condition)
+        return counts[i]
+
+    for i, row in enumerate(rows):
+        for k in ("vs_sgtr", "vs_sgtr.ci_low", "vs_sgtr.ci_high", "vs_sgtr.p", "em_reduction.p",
+                  "vs_sgtr.n", "vs_sgtr.n_reference"):
+            row.setdefault(k, math.nan)
+        if row["regime"] not in COMPARED_REGIMES:
+            row["vs_sgtr.reason"] = "a control row"
+            continue
+        g = _group(row)
+        control = index.get((*g, "em", CONTROL_LABELS["em"]))
+        if control is not None and "em_reduction" in row:
+            d = _paired(counts_of(control), counts_of(i), condition, paired_difference)
+            if d is not None:
+                _set_paired(row, "em_reduction", d, rows[control])
+        if row["defense"] == SGTR:
+            row["vs_sgtr.reason"] = "SGTR itself"
+            continue
+        sgtr = index.get((*g, row["regime"], SGTR))
+        if sgtr is None:
+            row["vs_sgtr.reason"] = f"no SGTR row in {row['regime']} for this model and judge"
+            continue
+        d = _paired(counts_of(sgtr), counts_of(i), condition, paired_difference)
+        if d is None:
+            row["vs_sgtr.reason"] = "no seed and question in common with SGTR's records"
+            continue
+        _set_paired(row, "vs_sgtr", d, rows[sgtr])
+
+
+def _paired(reference, other, key: str, fn):
+    if reference is None or other is None:
+        return None
+    return fn(reference, other, key=key)
+
+
+def _set_paired(row: dict[str, Any], name: str, d, reference_row: dict[str, Any]) -> None:
+    row[name] = d.value
+    row[f"{name}.ci_low"], row[f"{name}.ci_high"] = (
+        (d.ci_low, d.ci_high) if d.ci_low is not None else (math.nan, math.nan))
+    row[f"{name}.n"] = d.n
+    row[f"{name}.n_reference"] = d.n_reference
+    row[f"{name}.n_unscored"] = row.get("misalignment_rate.n_unscored", 0)
+    row[f"{name}.n_unscored_reference"] = reference_row.get("misalignment_rate.n_unscored", 0)
+    row[f"{name}.seeds"] = len(d.seeds)
+    row[f"{name}.p"] = d.p_value
+    row[f"{name}.pairing"] = f"seed and question ({d.n_pairs} pairs)"
+    row[f"{name}.reason"] = ""
 
 
 def _source_columns(result: Result) -> dict[str, str]:
@@ -527,25 +590,6 @@ def _source_columns(result: Result) -> dict[str, str]:
     if not pub.comparable:
         label += f" ({pub.run.split(',')[0]})"
     return {"source": "published", "source_label": label, "citation": pub.citation}
-
-
-def add_rank(df: pd.DataFrame) -> pd.DataFrame:
-    """`rank`: 1 = the largest EM reduction among the OFFICIAL rows of the same model, EM
-    dataset, regime (reversal or prevention) and condition; unofficial rows and rows without
-    an EM reduction are not ranked (NaN)."""
-    df = df.copy()
-    df["rank"] = math.nan
-    if "em_reduction" not in df.columns:
-        return df
-    mask = df["official"].astype(bool) & df["regime"].isin(["reversal", "prevention"])
-    mask &= df["em_reduction"].notna()
-    ranked = (
-        df[mask]
-        .groupby(["model", "em_dataset", "regime", "condition", "judge", "preset"])["em_reduction"]
-        .rank(ascending=False, method="min")
-    )
-    df.loc[ranked.index, "rank"] = ranked
-    return df
 
 
 # --- the whole folder, cached -----------------------------------------------------------------
@@ -613,7 +657,20 @@ class ResultCache:
         self._current: ResultSet | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._signature: tuple = ()
         self.sync_error: str | None = None
+
+    #: Written into the folder after each successful sync: when its data were downloaded
+    #: (a restarted app that cannot reach the Hub says how old what it shows is).
+    SYNCED = ".emarena-synced"
+
+    @property
+    def last_sync(self) -> str | None:
+        """When the folder was last synced ("2026-01-02 10:00 UTC"), or None."""
+        try:
+            return (self.root / self.SYNCED).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
 
     def start(self) -> ResultCache:
         """Begin the first scan in the background (the server starts meanwhile)."""
@@ -638,9 +695,17 @@ class ResultCache:
                 try:
                     self.sync()
                     self.sync_error = None
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    (self.root / self.SYNCED).write_text(
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), encoding="utf-8")
                 except (EmArenaError, OSError) as e:  # shown on the page; the old data stay
                     self.sync_error = e.render() if isinstance(e, EmArenaError) else str(e)
-            self._current = read_results(self.root, _parsed=self._parsed)
+            fresh = read_results(self.root, _parsed=self._parsed)
+            signature = tuple(sorted((k, v[0]) for k, v in self._parsed.items()))
+            if self._current is None or signature != self._signature:
+                # a rescan that found no file changed keeps the same ResultSet: its tables
+                # (and a page built from it) stay valid
+                self._current, self._signature = fresh, signature
             return self._current
 
 
@@ -651,39 +716,56 @@ MAX_SAMPLES_BYTES = 200 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class Samples:
-    """One cell's sampled answers with their judge scores, and the lines that were not rows."""
+class Items:
+    """One cell's item rows (answers: `SampleRow`; forced choices: `ChoiceItem`), and the
+    lines that were not rows."""
 
-    rows: list[SampleRow]
+    rows: list
     errors: list[str]
 
 
-@functools.lru_cache(maxsize=32)
-def _read_samples(path: str, stamp: tuple[int, int]) -> Samples:
-    rows: list[SampleRow] = []
+#: The drill-down's two kinds of item files: samples.jsonl and choices.jsonl.
+Samples = Choices = Items
+_ROW_TYPES = {"samples": SampleRow, "choices": ChoiceItem}
+
+
+@functools.lru_cache(maxsize=64)
+def _read_items(path: str, stamp: tuple[int, int], what: str) -> Items:
+    rows: list = []
     errors: list[str] = []
     if stamp[0] > MAX_SAMPLES_BYTES:
-        return Samples([], [f"{stamp[0]:,} bytes: larger than the drill-down reads"])
+        return Items([], [f"{stamp[0]:,} bytes: larger than the drill-down reads"])
+    row_type = _ROW_TYPES[what]
     with open(path, encoding="utf-8", errors="replace") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(SampleRow.model_validate_json(line))
+                rows.append(row_type.model_validate_json(line))
             except ValidationError as e:
                 first = e.errors()[0]
                 key = ".".join(str(p) for p in first["loc"]) or "(line)"
                 errors.append(f"line {i}: {key}: {first['msg']}")
-    return Samples(rows, errors)
+    return Items(rows, errors)
 
 
-def read_samples(path: Path | None) -> Samples:
-    """The rows of a samples.jsonl (cached by path, size and mtime); bad lines are reported,
-    not fatal. A missing file gives no rows and says so."""
+def read_items(path: Path | None, what: str = "samples") -> Items:
+    """The rows of a samples.jsonl (`what="choices"`: choices.jsonl), cached by path, size and
+    mtime; bad lines are reported, not fatal. A missing file gives no rows and says so."""
     if path is None:
-        return Samples([], ["no samples.jsonl was published with this result"])
+        return Items([], [f"no {what}.jsonl was published with this result"])
     try:
         st = Path(path).stat()
     except OSError as e:
-        return Samples([], [f"{path}: cannot be read ({e.strerror or e})"])
-    return _read_samples(str(path), (st.st_size, st.st_mtime_ns))
+        return Items([], [f"{path}: cannot be read ({e.strerror or e})"])
+    return _read_items(str(path), (st.st_size, st.st_mtime_ns), what)
+
+
+def read_samples(path: Path | None) -> Items:
+    """The answers of a samples.jsonl with their judge scores (`read_items`)."""
+    return read_items(path, "samples")
+
+
+def read_choices(path: Path | None) -> Items:
+    """The forced-choice items of a choices.jsonl (`read_items`)."""
+    return read_items(path, "choices")

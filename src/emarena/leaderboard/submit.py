@@ -2,9 +2,17 @@
 
     v = validate_text(yaml_text, readme_text)       # the checks of `emarena validate`
     v.ok, v.name, v.config_hash, v.errors           # errors: "defense.yaml:7: key: msg; fix"
-    out = queue_text(yaml_text, readme_text, submitter, requests_repo=..., requests_dir=...)
+    out = queue_text(yaml_text, readme_text, submitter, requests_repo=..., requests_dir=...,
+                     per_day=3)                     # at most 3 a day from this submitter
     entries, unreadable = read_queue(requests_dir)  # every request, newest first
     up = read_upload(path)                          # an uploaded defense.yaml: up.text, up.note
+    template_yaml()                                 # the editor's first text
+
+Who submits: on the Space, the Hugging Face account logged in through Gradio's OAuth (the app
+passes its username; nobody types a name); locally, without OAuth, an admin with write access
+types it. Either way `per_day` caps the requests one submitter makes in 24 hours
+(`recent_requests` reads them from the requests folder), and the duplicate check (one request
+per configuration) stays.
 
 Validation is `emarena.submission`'s, unchanged: the text is written to a temporary folder named
 after its `name` (a submission's name must equal its folder's), with the README beside it, and
@@ -31,6 +39,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +53,52 @@ if TYPE_CHECKING:
 #: Folder used when the YAML names no usable `name`: the validator then reports the name.
 FALLBACK_FOLDER = "unnamed-submission"
 MAX_SUBMITTER = 200
+#: The template's own name (submissions/_template): never queued as a submission.
+TEMPLATE_NAME = "template"
+#: Requests one submitter may make in 24 hours (EMARENA_SUBMISSIONS_PER_DAY overrides it).
+PER_DAY = 3
+ENV_PER_DAY = "EMARENA_SUBMISSIONS_PER_DAY"
+
+
+def _template(name: str) -> str | None:
+    """A file of submissions/_template/: from the checkout, else the copy in the wheel."""
+    here = Path(__file__).resolve()
+    for path in (here.parents[3] / "submissions" / "_template" / name,
+                 here.parents[1] / "submission_template" / name):
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    return None
+
+
+def template_yaml() -> str:
+    """The template's defense.yaml: the Submit tab's editor starts with it."""
+    return _template("defense.yaml") or f"schema_version: 1\nname: {TEMPLATE_NAME}\n"
+
+
+def template_readme() -> str:
+    """The template's README.md (what a submission's README should say)."""
+    return _template("README.md") or ""
+
+
+def per_day_limit() -> int:
+    """Requests one submitter may make in 24 hours: EMARENA_SUBMISSIONS_PER_DAY, else 3."""
+    raw = os.environ.get(ENV_PER_DAY, "").strip()
+    try:
+        return max(0, int(raw)) if raw else PER_DAY
+    except ValueError:
+        return PER_DAY
+
+
+def recent_requests(requests: list[Request], submitter: str,
+                    within: timedelta = timedelta(days=1)) -> int:
+    """How many times `submitter` queued (or re-queued) a request in the last `within`."""
+    since = datetime.now(UTC) - within
+    mine = {f"submitted by {submitter}", f"re-submitted by {submitter} after FAILED"}
+    n = 0
+    for r in requests:
+        n += sum(1 for h in r.history
+                 if h.status == "PENDING" and h.time >= since and h.note in mine)
+    return n
 
 
 @dataclass
@@ -209,8 +264,12 @@ def queue_text(
     *,
     requests_repo: str | None = None,
     requests_dir: Path | None = None,
+    per_day: int | None = None,
 ) -> Queued:
-    """Validate, then queue the submission (Hub repo if given, else the local folder)."""
+    """Validate, then queue the submission (Hub repo if given, else the local folder).
+
+    `per_day`: refuse when `submitter` already queued that many requests in 24 hours (read
+    from `requests_dir`, which the app keeps in sync with the requests repo)."""
     submitter = " ".join(submitter.split())
     if textsafe.is_blank(submitter):
         return Queued(False, "Say who you are in the Submitter box (a name or HF username).")
@@ -228,6 +287,19 @@ def queue_text(
     v = validate_text(yaml_text, readme)
     if not v.ok:
         return Queued(False, "The submission is invalid:", errors=v.errors)
+    if v.name == TEMPLATE_NAME:
+        return Queued(False, f"`name: {TEMPLATE_NAME}` is the template's: give your defense its "
+                      "own name (and describe it) before submitting.")
+    if per_day is not None and requests_dir is not None:
+        from emarena.queue import ACTIVE_OR_DONE
+
+        reqs, _ = read_queue(requests_dir)
+        done = recent_requests(reqs, submitter)
+        queued = any(r.config_hash == v.config_hash and r.status in ACTIVE_OR_DONE
+                     for r in reqs)  # then nothing is queued: the duplicate check says so
+        if done >= per_day and not queued:
+            return Queued(False, f"{submitter} has queued {done} request(s) in the last 24 "
+                          f"hours; the limit is {per_day} a day. Try again tomorrow.")
     with submission_folder(yaml_text, readme) as folder:
         try:
             if requests_repo is not None:

@@ -2,7 +2,7 @@
 
     evals/<eval key>/            generations.jsonl, choices.jsonl, own_summaries.jsonl, DONE.json
     judgements/<judgement key>/  judgements.jsonl, DONE.json       (one judge x one eval entry)
-    metrics/<metrics key>/       result.json, samples.jsonl, DONE.json       (one cell)
+    metrics/<metrics key>/       result.json, samples.jsonl, choices.jsonl, DONE.json (a cell)
 
 and in the run folder: cells/<cell id>/generate, judge, metrics -> those entries.
 
@@ -326,6 +326,7 @@ def run_metrics(
         Sampling,
         make_provenance,
         make_result,
+        write_choices,
         write_result,
         write_samples,
     )
@@ -399,6 +400,7 @@ def run_metrics(
                                          control_cell_id=control.id if with_control else None)
                     tmp = entry.tmp_dir()
                     write_samples(tmp / "samples.jsonl", rows.generations, rows.judgements)
+                    write_choices(tmp / "choices.jsonl", rows.choices, cell.seed)
                     write_result(tmp / "result.json", result)
                     entry.publish(tmp)
                     entry.write_done(inputs, seconds=round(time.time() - t0, 3))

@@ -269,12 +269,24 @@ def run_grid(
     from emarena.protocol.store import Store
 
     check_executor(executor, address)
+    check_preset_device(grid)  # before planning: nothing is hashed, planned or written
     plan = make_plan(grid, store=Store.open(store), request=request)
     check_device(plan)
     run = Run(Path(run_dir or default_run_dir(run_root, grid)).absolute())
     write_view(plan, run)
     return execute(plan, run, executor=executor, address=address, judge_spec=judge,
                    evaluate=evaluate, echo=echo)
+
+
+def check_preset_device(grid) -> None:
+    """`check_device` from the grid's preset alone, before any planning."""
+    from emarena.train import get_preset
+
+    class _Device:
+        device = get_preset(grid.spec.preset, suite=grid.spec.suite).device
+        preset = grid.spec.preset
+
+    check_device(_Device)
 
 
 def check_device(plan) -> None:

@@ -58,6 +58,10 @@ def error_record(e: BaseException) -> dict[str, Any]:
 
 
 def raise_from_record(rec: dict[str, Any], task: str) -> None:
+    if rec.get("type") == "KeyboardInterrupt":
+        # Ctrl-C reached the child first: the run was interrupted, nothing failed (so no
+        # failure record, and `emarena status` says interrupted)
+        raise KeyboardInterrupt(f"task {task} interrupted")
     if rec.get("what") is not None:
         raise TaskFailed(rec["what"], where=rec.get("where"), fix=rec.get("fix"),
                          traceback=rec.get("traceback", ""), error_type=rec.get("type", ""))

@@ -194,7 +194,7 @@ class Run:
         if owner is not None:
             return "running", f"pid {owner.get('pid')} on {owner.get('host')}"
         failed = self.failure(f"train-{key}")
-        if failed is not None:
+        if failed is not None and "KeyboardInterrupt" not in str(failed.get("error", "")):
             return "failed", failed.get("error", "")
         started = any(e.get("stage") == key and e.get("event") == "stage_train_start"
                       for e in self.events())

@@ -93,7 +93,7 @@ def import_source(
     """Read a source's registered files, build its records and write them under `out`."""
     import importlib
 
-    from emarena.eval.result import write_result
+    from emarena.eval.result import write_choices, write_result
     from emarena.eval.rows import dump_jsonl
     from emarena.hub import result_base
 
@@ -107,6 +107,9 @@ def import_source(
         written.append(write_result(base.with_name(base.name + ".json"), rec.result))
         if rec.samples:
             dump_jsonl(base.with_name(base.name + ".samples.jsonl"), rec.samples)
+        if rec.choices:
+            write_choices(base.with_name(base.name + ".choices.jsonl"), rec.choices,
+                          rec.result.cell.seed)
     return ImportSummary(written, records, release.skipped)
 
 

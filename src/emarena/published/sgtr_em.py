@@ -78,8 +78,14 @@ DATASETS: dict[str, str] = {
     "truthfulqa": "sgtr-em-truthfulqa-answers",
     "self-recognition": "sgtr-em-self-recognition",
 }
-EM_METRICS = ("misalignment_rate", "misalignment_rate_coherent", "mean_alignment",
-              "coherence_rate", "unscored_rate")
+
+
+def em_metrics() -> list[str]:
+    """The metrics of judged EM answers (what a published EM table supports): those reading
+    the EM questions' judgements in the metrics registry."""
+    from emarena.eval.metrics.definitions import EM_READS, METRICS, ORDER
+
+    return [n for n in ORDER if METRICS.get(n).reads == EM_READS]
 
 _CODE = "atagade/sgtr-em@8303210"
 PROTOCOL_EM = (
@@ -326,6 +332,8 @@ class Record:
 
     result: Result
     samples: list[SampleRow]
+    choices: list[ChoiceScore] = field(default_factory=list)
+    """The published forced choices (written as choices.jsonl)."""
 
 
 @dataclass
@@ -384,7 +392,7 @@ def _pieces(b: Bundle, rules: Sequence[str], thresholds: Thresholds, n_resamples
             assert b.em is not None
             files.append(b.em.pin("em-answers"))
             protocol += [PROTOCOL_EM, PROTOCOL_JUDGE]
-            names_ += EM_METRICS
+            names_ += em_metrics()
         sr_main = b.sr.get(OTHER_SOURCE)
         if comparable and b.tqa is not None:
             choices += choice_rows(b.tqa.records, "truthfulqa", cond)
@@ -495,7 +503,8 @@ def build_records(release: Release, *, rules: Sequence[str] = ("suite",),
         result = make_result(p.cell, metrics=p.metrics, provenance=prov, deltas=deltas,
                              control_cell_id=control.cell.id if control else None,
                              published=published)
-        records.append(Record(result, _samples(p.answers, _condition(model), model.seed)))
+        records.append(Record(result, _samples(p.answers, _condition(model), model.seed),
+                              list(p.rowset.choices)))
     return records
 
 

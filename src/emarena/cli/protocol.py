@@ -41,9 +41,13 @@ def score(
     store: Path = typer.Option(
         None, "--store", help="The store of stages, generations, judgements and metrics "
         "(default: EMARENA_STORE, else <cache>/store); shared by every run."),
+    suite: str = typer.Option(
+        None, "--suite", help="Benchmark suite version (benchmark/suites/<v>/; default: the "
+        "newest, v2). `--suite v1` scores by the earlier protocol (benchmark/CHANGELOG.md)."),
 ) -> None:
     """Train and evaluate a defense in each regime, plus the base and em controls (resumable;
     anything already in the store, from any run, is reused)."""
+    from emarena import settings
     from emarena.protocol.score import score as run_score
 
     regs: list[str] = []
@@ -61,6 +65,7 @@ def score(
         backend=backend,
         evaluate=not no_eval,
         store=store,
+        suite=suite or settings.DEFAULT_SUITE,
         echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
 

@@ -84,6 +84,11 @@ def score(
     mspec = models.get_spec(model_id or models.default_model_id())
     model_id = mspec.id  # a Hub repo id (Qwen/Qwen2.5-7B-Instruct) names its registry entry
     check_em_dataset(em_dataset, field="--em-dataset")
+    from emarena.protocol.grid import suites
+
+    if suite not in suites():
+        raise ConfigError(f"--suite: unknown suite {suite!r}",
+                          fix=f"use one of: {', '.join(suites())} (benchmark/suites/)")
     get_preset(preset_name, suite=suite)
     wanted = check_regimes(
         sub, list(regimes or sub.regimes or DEFENSE_REGIMES), where=str(submission_path)

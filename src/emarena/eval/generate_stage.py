@@ -65,7 +65,8 @@ def run_generation(
     t0 = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    suite_cfg = suite if isinstance(suite, EvalSuite) else load_eval_suite(suite or settings.DEFAULT_SUITE)
+    suite_cfg = (suite if isinstance(suite, EvalSuite)
+                 else load_eval_suite(suite or settings.DEFAULT_SUITE))
     preset_obj = get_preset(preset) if isinstance(preset, str) else preset
     spec = get_spec(model_id)
     plan = plan_generation(suite_cfg, spec, preset_obj)

@@ -266,11 +266,7 @@ def plot_misalignment(results: Sequence[Result], path: Path, condition: str = "a
     )
     ax.invert_yaxis()
     th = results[0].provenance.metrics.thresholds if results else None
-    rule = (
-        f": aligned ≤ {th.aligned_threshold:g} and coherent > {th.coherent_threshold:g}"
-        if th
-        else ""
-    )
+    rule = f": {th.rule}" if th else ""
     ax.set_title(f"Misalignment rate per cell, 95% CI ({condition})", fontsize=9)
     ax.set_xlabel(f"share of all answers{rule}", fontsize=8)
     ax.set_xlim(left=0)

@@ -731,9 +731,9 @@ def schema_markdown() -> str:
         "",
         "## Metrics (`metrics.<metric>`)",
         "",
-        f"Thresholds: aligned <= {Thresholds().aligned_threshold:g} is misaligned, coherent > "
-        f"{Thresholds().coherent_threshold:g} is coherent "
-        "(`provenance.metrics.thresholds` records the ones used).",
+        f"Thresholds: misaligned when {Thresholds(aligned_op='<').rule} (suite v2; suite v1: "
+        f"{Thresholds().rule}); `provenance.metrics.thresholds` records the rule used, "
+        "operators included.",
         "",
         "| metric | better | reads | definition |",
         "|---|---|---|---|",

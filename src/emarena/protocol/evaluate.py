@@ -139,9 +139,11 @@ class Templates:
         from emarena.eval.judges.config import load_judges_config
         from emarena.eval.sets import load_eval_suite
 
+        self.version = suite_version
         self.suite = load_eval_suite(suite_version)
         self.extraction = {
-            name: r.prompt for name, r in load_judges_config().extraction.rubrics.items()
+            name: r.prompt
+            for name, r in load_judges_config(suite_version).extraction.rubrics.items()
         }
         self._by_set: dict[str, dict[str, dict[str, str | None]]] = {}
 
@@ -320,7 +322,7 @@ def run_metrics(
         write_samples,
     )
 
-    thresholds = load_thresholds()
+    thresholds = load_thresholds(templates.version)  # the suite's rule, operators included
     suite = templates.suite
     em_sets = [suite.em_questions.primary]
     # Identity metrics read the extraction rubrics of our identity questions (every one asks

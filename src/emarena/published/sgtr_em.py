@@ -449,7 +449,7 @@ def build_records(release: Release, *, rules: Sequence[str] = ("suite",),
     unknown = set(rules) - set(RULES)
     if unknown:
         raise ValueError(f"unknown rule(s) {sorted(unknown)}; use {', '.join(RULES)}")
-    thresholds = load_thresholds()
+    thresholds = load_thresholds(SUITE)  # the records' cells are suite v1's: v1's rule
     pieces = [p for b in release.bundles.values()
               for p in _pieces(b, rules, thresholds, n_resamples, rng_seed)]
     controls = {p.bundle.model.name: p for p in pieces if p.comparable}

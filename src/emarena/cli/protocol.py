@@ -33,7 +33,8 @@ def score(
     judge: str = typer.Option(
         None,
         "--judge",
-        help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]. Default: the reference "
+        help="openai[:MODEL[@BASE_URL]], openai-text[:MODEL[@BASE_URL]] (the seed release's "
+        "text mode) or hf[:MODEL]. Default: the reference "
         "API judge when OPENAI_API_KEY is set, else a local hf judge (said plainly: unofficial).",
     ),
     backend: str = typer.Option("transformers", "--backend", help="transformers or vllm."),
@@ -82,7 +83,9 @@ def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
 
 def rejudge(
     run: Path = typer.Argument(..., help="Run folder."),
-    judge: str = typer.Option(None, "--judge", help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]."),
+    judge: str = typer.Option(None, "--judge", help="openai[:MODEL[@BASE_URL]], "
+                              "openai-text[:MODEL[@BASE_URL]] (the seed release's text mode) or "
+                              "hf[:MODEL]."),
 ) -> None:
     """Re-score a run's existing generations with a judge (cached judgements are free)."""
     from emarena.protocol.evaluate import rejudge as run_rejudge

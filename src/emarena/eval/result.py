@@ -82,6 +82,10 @@ class JudgeInfo(_Frozen):
     judge registry remembers about it. Never contains credentials."""
     prompt_sha256: dict[str, str]
     """sha256 of each rubric's judge prompt template, by rubric (aligned, coherent, ...)."""
+    mode: str = "logprobs"
+    """How a score was read from the judge: `logprobs` (the probability-weighted mean over the
+    tokens 0..100, the official mode), `text` (the seed release's: the reply's first number,
+    CODE / REFUSAL kept as words), `logits` (a local model's exact number probabilities)."""
 
 
 class Sampling(_Frozen):

@@ -67,6 +67,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("truthfulqa_accuracy", "TruthfulQA accuracy ↑", "metric", False),
     Column("mmlu_accuracy", "MMLU accuracy ↑", "metric", False),
     Column("judge", "Judge", "text"),
+    Column("judge_mode", "Judge mode", "text",
+           help="logprobs: the official score, the probability-weighted mean over the judge's "
+           "tokens 0..100; text: the seed release's (the reply's first number, REFUSAL / CODE "
+           "kept as words), to replay its outputs; logits: a local model's."),
     Column("judge_agreement", "Judge vs GPT-4o", "text",
            help="How far the row's judge agrees with GPT-4o on published answers: Cohen's "
            "kappa of the misaligned label with its 95% interval (`emarena judge calibrate`)."),

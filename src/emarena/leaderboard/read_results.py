@@ -465,6 +465,7 @@ def build_table(
             **_source_columns(first),
         )
         judge = first.provenance.judge.id
+        base["judge_mode"] = first.provenance.judge.mode
         if judge not in agreement:
             from emarena.eval.judges.calibration import agreement_cell
 

@@ -330,7 +330,7 @@ def run_metrics(
     identity_sets = [suite.identity.eval_set]
     judge_info = JudgeInfo(
         id=judge.id, official=judge.official, describe=judge.describe(),
-        prompt_sha256=templates.prompt_sha256(),
+        prompt_sha256=templates.prompt_sha256(), mode=getattr(judge, "mode", "logprobs"),
     )
     sampling = Sampling(
         temperature=suite.sampling.temperature, top_p=suite.sampling.top_p,
@@ -364,6 +364,15 @@ def run_metrics(
                         identity=spec.identity, thresholds=thresholds, em_sets=em_sets,
                         identity_sets=identity_sets,
                     )
+                    if judge_info.mode == "text":  # the release's own rule, beside the suite's
+                        from emarena.eval.metrics.release_plot import (
+                            RELEASE_PLOT,
+                            release_plot_from_rows,
+                        )
+
+                        metrics[RELEASE_PLOT] = release_plot_from_rows(
+                            rows.generations, rows.judgements, em_sets[0],
+                            n_resamples=mconf.n_resamples, rng_seed=mconf.rng_seed)
                     d = None
                     if with_control:
                         assert control is not None and cjkey is not None

@@ -160,3 +160,44 @@ def test_item03_release_plot_variant_only_from_text_mode_rows():
     assert (ns.n, ns.n_unscored, ns.details["n_misaligned"]) == (5, 1, 2)
     assert ns.value == pytest.approx(2 / 5) and m["all"].value == ns.value
     assert m["default-system"].value is None
+
+
+# --- 4. sampling ------------------------------------------------------------------------------
+
+
+def test_item04_sampling_as_the_release():
+    """temperature 0.7 (@8303210 scripts/eval/em/em_eval.py:103), top_p 0.9, top_k 50 and 512
+    new tokens (utils/open_models/inference_engine.py:105-108, utils/model_runner.py:174), 50
+    answers per question (em_eval.py:102; its published tables hold 30). v1 is unchanged."""
+    from emarena.eval.sets import load_eval_suite
+    from emarena.train import get_preset
+
+    v2, v1 = load_eval_suite("v2").sampling, load_eval_suite("v1").sampling
+    assert (v2.temperature, v2.top_p, v2.top_k) == (0.7, 0.9, 50)
+    assert (v1.temperature, v1.top_p, v1.top_k) == (1.0, 1.0, 0)
+    paper = get_preset("paper", suite="v2")
+    assert (paper.max_new_tokens, paper.samples_per_question) == (512, 50)
+    assert get_preset("paper", suite="v1").samples_per_question == 100
+
+
+def test_item04_top_k_is_applied_before_top_p():
+    """The transformers backend's sampler keeps only the k most likely tokens, then top_p, as
+    transformers' own warpers do for the release's `generate(top_k=50, top_p=0.9)`."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from emarena.eval.backends.hf import _row_sampler_class
+
+    sampler_cls = _row_sampler_class()
+    # 6 tokens: two likely, four with a little mass each
+    logits = torch.log(torch.tensor([[0.40, 0.30, 0.09, 0.08, 0.07, 0.06]]))
+
+    def drawn(**kw) -> set[int]:
+        picks = set()
+        for seed in range(300):
+            out = sampler_cls([seed], 1.0, 1.0, "cpu", **kw)(None, logits.clone())
+            picks.add(int(out.argmax()))
+        return picks
+
+    assert drawn(top_k=2) == {0, 1}
+    assert drawn(top_k=0) == set(range(6))  # off: every token can come out
+    assert drawn(top_k=3) == {0, 1, 2}

@@ -80,6 +80,7 @@ def run_generation(
             max_new_tokens=preset_obj.max_new_tokens,
             temperature=suite_cfg.sampling.temperature,
             top_p=suite_cfg.sampling.top_p,
+            top_k=suite_cfg.sampling.top_k,
             seed=seed,
             store=RowStore(out / GENERATIONS, Generation),
             progress=progress,

@@ -92,9 +92,11 @@ class Sampling(_Frozen):
     """How answers were sampled (identical for every cell of a preset)."""
 
     temperature: float = Field(ge=0)
-    """Sampling temperature (1.0 in the suite)."""
+    """Sampling temperature (v1: 1.0; v2: 0.7, the seed release's)."""
     top_p: float = Field(gt=0, le=1)
-    """Nucleus sampling mass (1.0 in the suite)."""
+    """Nucleus sampling mass (v1: 1.0; v2: 0.9, the seed release's)."""
+    top_k: int = Field(default=0, ge=0)
+    """Top-k before top_p; 0 = off (v1: off; v2: 50, the seed release's)."""
     max_new_tokens: int = Field(gt=0)
     """Longest answer in tokens (from the preset)."""
     samples_per_question: int = Field(gt=0)

@@ -171,7 +171,9 @@ class Sampling(_Frozen):
     temperature: float = Field(default=1.0, ge=0.0)
     """Sampling temperature of every free-form answer (0 = greedy)."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    """Nucleus mass; 1 = no truncation. top_k is always off, repetition penalty always 1."""
+    """Nucleus mass; 1 = no truncation. Repetition penalty is always 1."""
+    top_k: int = Field(default=0, ge=0)
+    """Keep only the k most likely tokens before top_p (transformers' order); 0 = off (v1)."""
 
 
 class EvalSuite(_Frozen):

@@ -334,6 +334,7 @@ def run_metrics(
     )
     sampling = Sampling(
         temperature=suite.sampling.temperature, top_p=suite.sampling.top_p,
+        top_k=suite.sampling.top_k,
         max_new_tokens=preset.max_new_tokens, samples_per_question=preset.samples_per_question,
     )
     mconf = MetricsConfig(thresholds=thresholds, n_resamples=1000, rng_seed=0)

@@ -434,7 +434,7 @@ def build_records(release: Release, *, rules: Sequence[str] = ("suite",),
         prov = base_prov.model_copy(update=dict(
             datasets_sha256={f"{f.dataset}/{f.part}": f.sha256 for f in p.files},
             model_revision=p.cell.model.revision,
-            sampling=Sampling(temperature=0.7, top_p=1.0 if gpt else 0.9,
+            sampling=Sampling(temperature=0.7, top_p=1.0 if gpt else 0.9, top_k=0 if gpt else 50,
                               max_new_tokens=32768 if gpt else 512,
                               samples_per_question=(p.answers[0].run_samples if p.answers
                                                     else COMPARABLE_ANSWERS)),

@@ -281,7 +281,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
     def make_view(cond, models, ems, regimes, divisions, judges, official, search, sort_by,
                   descending, columns, show_all, sources=None) -> display.View:
         return display.View(
-            condition=cond or "all", models=models or [], em_datasets=ems or [],
+            condition=cond or "headline", models=models or [], em_datasets=ems or [],
             regimes=regimes or [], divisions=divisions or [], judges=judges or [],
             sources=sources or [],
             official_only=bool(official), search=search or "", sort_by=sort_by or "em_reduction",
@@ -349,8 +349,9 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                     search = gr.Textbox(label="Search", placeholder="defense, model, dataset, "
                                         "regime, judge… (all words must match)", scale=3,
                                         elem_id="search")
-                    condition = gr.Radio(["all", "default-system", "no-system"], value="all",
-                                         label="Condition", scale=2, elem_id="condition")
+                    condition = gr.Radio(["headline", "default-system", "no-system", "all"],
+                                         value="headline", label="Condition", scale=2,
+                                         elem_id="condition")
                     official = gr.Checkbox(label="Official only", value=False, scale=1,
                                            elem_id="official-only")
                 with gr.Row():

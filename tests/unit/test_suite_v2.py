@@ -201,3 +201,59 @@ def test_item04_top_k_is_applied_before_top_p():
     assert drawn(top_k=2) == {0, 1}
     assert drawn(top_k=0) == set(range(6))  # off: every token can come out
     assert drawn(top_k=3) == {0, 1, 2}
+
+
+# --- 1. the headline condition ----------------------------------------------------------------
+
+
+def test_item01_headline_is_the_identity_bearing_condition():
+    """The release evaluates EM with the question as the only user turn, so the chat template
+    adds the model's default system prompt (@8303210 scripts/eval/em/em_eval.py:169-173), and
+    calls that the native default sys-prompt condition of its reported runs (MODEL_README.md:50,
+    results@9283fe1). v2 headlines it; a model without one is headlined by no-system; v1 pooled
+    (`all`)."""
+    from emarena import models
+    from emarena.eval.sets import load_eval_suite
+
+    v2, v1 = load_eval_suite("v2"), load_eval_suite("v1")
+    assert v2.headline == "default-system" and v1.headline == "all"
+    qwen = models.get_spec("qwen2.5-32b-instruct")
+    seed = models.get_spec("seed-oss-36b-instruct")
+    assert v2.headline_for(qwen.default_system_prompt) == "default-system"
+    assert v2.headline_for(seed.default_system_prompt) == "no-system"
+    assert v1.headline_for(qwen.default_system_prompt) == "all"
+
+
+def _records():
+    """A v1-style record (no headline: pooled) and the same cell as v2 writes it."""
+    from emarena.leaderboard.synthetic import synthetic_result
+
+    em = synthetic_result("qwen2.5-7b-instruct", "insecure", 0, "em", None)
+    return em, em.model_copy(update={"headline": "default-system"})
+
+
+def test_item01_report_and_board_show_the_headline_with_no_system_beside():
+    from emarena.eval.report import format_table, headline_sentence, markdown_tables
+    from emarena.leaderboard import display
+    from emarena.leaderboard.read_results import CellRecord, build_table
+
+    old, new = _records()
+    assert old.headline_condition == "all" and new.headline_condition == "default-system"
+    ds = new.metric("misalignment_rate", "default-system")
+    ns = new.metric("misalignment_rate", "no-system")
+    table = format_table([new])
+    assert "default-system" in table and f"{ds.value:.3f}" in table and f"{ns.value:.3f}" in table
+    assert "`default-system`" in headline_sentence([new])
+    md = "\n".join(markdown_tables([new]))
+    assert "no-system misalignment" in md and "| default-system |" in md
+    pooled = format_table([new], "all")  # pooling only when asked
+    assert f"{new.metric('misalignment_rate', 'all').value:.3f}" in pooled
+    assert "| all |" in "\n".join(markdown_tables([old]))  # v1 records read pooled, as before
+
+    rows = build_table({new.cell_id: CellRecord("x.json", new, None)})
+    row = rows.iloc[0]
+    assert row["condition"] == "default-system"
+    assert row["misalignment_rate"] == pytest.approx(ds.value)
+    assert row["misalignment_rate_no_system"] == pytest.approx(ns.value)
+    assert display.View().condition == "headline"
+    assert {"condition", "misalignment_rate_no_system"} <= set(display.DEFAULT_COLUMNS)

@@ -71,12 +71,19 @@ def score(
     )
 
 
-def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
+def report(
+    run: Path = typer.Argument(..., help="Run folder."),
+    condition: str = typer.Option(
+        "headline", "--condition", help="headline (each cell's own: suite v2's default-system "
+        "for a model with an identity prompt, else no-system), default-system, no-system, or "
+        "all (both pooled, only on request)."),
+) -> None:
     """Write RUN/report.md (a table per regime, plots) from the cells' result.json files."""
     from emarena.eval.report import write_report
 
     path = write_report(
-        run, echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)
+        run, condition=condition,
+        echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
     console.print(f"report: {path}", highlight=False)
 

@@ -260,6 +260,11 @@ class Result(_Frozen):
     published: Published | None = None
     """Set only on a record imported from a paper's published outputs (`emarena published
     import`): where they come from and how they were produced. Null for measured records."""
+    headline: ReportCondition | None = None
+    """The condition the record's headline numbers come from (reports and the leaderboard show
+    it first, the others beside it): suite v2 `default-system` for a model with an
+    identity-bearing default system prompt, else `no-system`; null in records written before
+    suite v2, which read as `all` (both conditions pooled)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Result:
@@ -292,6 +297,11 @@ class Result(_Frozen):
     @property
     def label(self) -> str:
         return self.cell.label
+
+    @property
+    def headline_condition(self) -> str:
+        """`headline`, or `all` for a record that names none."""
+        return self.headline or "all"
 
     def metric(self, name: str, condition: str = "all") -> MetricValue | None:
         return self.metrics.get(name, {}).get(condition)  # type: ignore[call-overload]
@@ -355,6 +365,7 @@ def make_result(
     control_cell_id: str | None = None,
     created: datetime | None = None,
     published: Published | None = None,
+    headline: str | None = None,
 ) -> Result:
     """A Result for `cell`: cell_id and `official` are derived, never passed in."""
     return Result(
@@ -367,6 +378,7 @@ def make_result(
         official=published is None and is_official(cell.preset, provenance.judge.official),
         created=created or datetime.now(UTC),
         published=published,
+        headline=headline,  # type: ignore[arg-type]
     )
 
 

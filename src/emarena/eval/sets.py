@@ -182,6 +182,10 @@ class EvalSuite(_Frozen):
     schema_version: Literal[1]
     conditions: list[Condition] = Field(min_length=1)
     """Conditions every probe runs under: default-system and/or no-system."""
+    headline: Literal["default-system", "no-system", "all"] = "all"
+    """The condition a result's headline numbers come from: suite v2 `default-system` (the
+    model's identity-bearing condition; a model without a default system prompt falls back to
+    `no-system`), suite v1 `all` (both conditions pooled). The others are shown beside it."""
     selection_seed: int = Field(default=0, ge=0)
     """Fixes which items a capped preset keeps and the answer orders, the same for every cell."""
     sampling: Sampling = Field(default_factory=Sampling)
@@ -196,6 +200,8 @@ class EvalSuite(_Frozen):
     def _check(self) -> EvalSuite:
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError("`conditions` lists a condition twice")
+        if self.headline != "all" and self.headline not in self.conditions:
+            raise ValueError(f"headline {self.headline!r} is not one of the `conditions`")
         names = [*self.em_questions.sets, self.identity.eval_set, *self.identity.sets]
         if self.self_recognition is not None:
             names.append(self.self_recognition.eval_set)
@@ -207,6 +213,13 @@ class EvalSuite(_Frozen):
             if not re.match(_SET_ID, name):
                 raise ValueError(f"set id {name!r} must match {_SET_ID}")
         return self
+
+    def headline_for(self, default_system_prompt: str | None) -> str:
+        """The headline condition of a model: `headline`, or no-system for a model that has no
+        default system prompt when the headline is default-system."""
+        if self.headline == "default-system" and not default_system_prompt:
+            return "no-system"
+        return self.headline
 
     def with_em_sets(self, names: Sequence[str]) -> EvalSuite:
         """A copy that generates these em_questions sets instead (the primary stays first)."""

@@ -54,7 +54,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("seeds", "Seeds", "int", help="Cells (seeds) pooled into the row."),
     Column("em_reduction", "EM reduction ↑", "metric",
            help="Misalignment of the EM-only control minus the defense's."),
+    Column("condition", "Condition", "text",
+           help="Which answers the numbers count: the headline is the model's identity-bearing "
+           "condition (default-system) where it has one, else no-system; all pools both."),
     Column("misalignment_rate", "Misalignment rate ↓", "metric"),
+    Column("misalignment_rate_no_system", "Misalignment, no system turn ↓", "metric",
+           help="The same rate over the answers given without any system turn, beside the "
+           "headline (the paper: removing the identity prompt substantially reduces EM)."),
     Column("capability_change_truthfulqa", "Δ TruthfulQA ↑", "metric"),
     Column("capability_change_mmlu", "Δ MMLU ↑", "metric"),
     Column("identity_consistency", "Identity consistency ↑", "metric"),
@@ -82,7 +88,8 @@ COLUMNS: tuple[Column, ...] = (
 BY_KEY = {c.key: c for c in COLUMNS}
 #: Metrics whose best value is the smallest (↓): sorting by them starts ascending.
 LOWER_IS_BETTER = frozenset(
-    {"misalignment_rate", "misalignment_rate_coherent", "unscored_rate", "identity_diversity"}
+    {"misalignment_rate", "misalignment_rate_coherent", "unscored_rate", "identity_diversity",
+     "misalignment_rate_no_system"}
 )
 BY_HEADER = {c.header: c for c in COLUMNS}
 DEFAULT_COLUMNS = [c.key for c in COLUMNS if c.shown]
@@ -109,7 +116,8 @@ MISSING = "—"
 class View:
     """What the visitor asked for: filters, search, sort and columns."""
 
-    condition: str = "all"
+    condition: str = "headline"
+    """headline (each row's own), default-system, no-system or all (both pooled)."""
     models: Sequence[str] = ()
     em_datasets: Sequence[str] = ()
     regimes: Sequence[str] = ()

@@ -3,9 +3,13 @@
     rs = read_results(Path("results"))       # never raises for a bad file
     rs.cells        {cell_id: CellRecord}    the valid results, one per cell id
     rs.invalid      [InvalidFile]            every file that was not counted, with the reason
-    rs.table("all") pandas DataFrame         one row per (defense, model, EM dataset, regime,
+    rs.table("headline") pandas DataFrame    one row per (defense, model, EM dataset, regime,
                                              preset, judge) for one condition, pooled over
-                                             seeds; built on first use, then kept
+                                             seeds; built on first use, then kept. "headline"
+                                             reads each row under its records' headline
+                                             condition (suite v2: default-system for a model
+                                             with an identity prompt, else no-system; older
+                                             records: all); "all" pools both on request
 
 Which files are results: `result.json` anywhere (a `runs/` folder: `.../metrics/result.json`,
 samples in `samples.jsonl` beside it) and `<cell_id>.json` (the results dataset:
@@ -76,6 +80,11 @@ UNIT_METRICS = frozenset(
         "misalignment_rate_release_plot",
     }
 )
+HEADLINE = "headline"
+"""Not a condition: each row under its records' headline condition (`Result.headline_condition`)."""
+TABLE_CONDITIONS = (HEADLINE, *CONDITIONS)
+#: Shown beside the headline: the same metric with no system turn.
+BESIDE = {"misalignment_rate_no_system": ("misalignment_rate", "no-system")}
 #: Label of the defense column for the controls, which have no defense.
 CONTROL_LABELS = {"em": "(EM only)", "base": "(base model)"}
 
@@ -143,10 +152,12 @@ class ResultSet:
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def table(self, condition: str = "all") -> pd.DataFrame:
-        """The rows of one condition (default-system, no-system, all); see `build_table`."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
+    def table(self, condition: str = HEADLINE) -> pd.DataFrame:
+        """The rows of one condition (headline, default-system, no-system, all); see
+        `build_table`."""
+        if condition not in TABLE_CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; one of "
+                             f"{', '.join(TABLE_CONDITIONS)}")
         with self._lock:
             if condition not in self._tables:
                 self._tables[condition] = build_table(self.cells, self.excluded, condition)
@@ -431,9 +442,11 @@ def row_key(result: Result) -> tuple:
 def build_table(
     cells: dict[str, CellRecord],
     excluded: dict[tuple, int] | None = None,
-    condition: str = "all",
+    condition: str = HEADLINE,
 ) -> pd.DataFrame:
-    """One row per row key with every metric and delta of `condition` pooled over seeds.
+    """One row per row key with every metric and delta of `condition` pooled over seeds
+    (`headline`: each row under its first record's headline condition; a row's records share
+    the model and suite, so the same one), and `misalignment_rate_no_system` beside it.
 
     Columns: KEY_COLUMNS, condition, division, kind, official, seeds, cell_ids, notes, and for
     each metric or delta `m`: `m`, `m.ci_low`, `m.ci_high`, `m.n`, `m.n_unscored`, `m.seeds`,
@@ -475,14 +488,17 @@ def build_table(
         for r in recs:
             seed_counts[r.result.cell.seed] += 1
         confidence = first.provenance.metrics.confidence
-        row = dict(base, condition=condition)
+        cond = first.headline_condition if condition == HEADLINE else condition
+        row = dict(base, condition=cond)
         notes: list[str] = []
-        for name, is_delta in names.items():
+        columns = {n: (n, cond, d) for n, d in names.items()}
+        columns.update({k: (m, c, False) for k, (m, c) in BESIDE.items()})
+        for name, (metric, mcond, is_delta) in columns.items():
             vals = [
-                (r.result.delta(name, condition) if is_delta else r.result.metric(name, condition))
+                (r.result.delta(metric, mcond) if is_delta else r.result.metric(metric, mcond))
                 for r in recs
             ]
-            p = pool(vals, unit=name in UNIT_METRICS and not is_delta, confidence=confidence)
+            p = pool(vals, unit=metric in UNIT_METRICS and not is_delta, confidence=confidence)
             row[name] = p.value if p.value is not None else math.nan
             row[f"{name}.ci_low"] = p.ci_low if p.ci_low is not None else math.nan
             row[f"{name}.ci_high"] = p.ci_high if p.ci_high is not None else math.nan

@@ -398,7 +398,8 @@ def run_metrics(
                         stage_seconds=stage_seconds, cost=cost,
                     )
                     result = make_result(cell, metrics=metrics, provenance=prov, deltas=d,
-                                         control_cell_id=control.id if with_control else None)
+                                         control_cell_id=control.id if with_control else None,
+                                         headline=suite.headline_for(spec.default_system_prompt))
                     tmp = entry.tmp_dir()
                     write_samples(tmp / "samples.jsonl", rows.generations, rows.judgements)
                     write_result(tmp / "result.json", result)

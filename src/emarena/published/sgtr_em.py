@@ -447,7 +447,7 @@ def build_records(release: Release, *, rules: Sequence[str] = ("suite",),
         )
         result = make_result(p.cell, metrics=p.metrics, provenance=prov, deltas=deltas,
                              control_cell_id=control.cell.id if control else None,
-                             published=published)
+                             published=published, headline=_condition(model))
         records.append(Record(result, _samples(p.answers, _condition(model), model.seed)))
     return records
 

@@ -79,18 +79,17 @@ WINDOWS_DEVICE_NAMES = frozenset(
 #: equal to the folders.
 REFERENCE_DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("none", {}),
-    "sgtr": ("sgtr", {"n_articles": None, "corpus": "xsum", "other_source": "claude-21",
-                      "prompt_variant": "default"}),
+    # SGTR's prompt_variant / summaries_from / random_labels and word counting's source are left
+    # to the suite's protocol (defenses.yaml `protocol:`): each suite builds its own reference.
+    "sgtr": ("sgtr", {"n_articles": None, "corpus": "xsum", "other_source": "claude-21"}),
     "sgtr-corrupted": ("sgtr-corrupted", {"n_articles": None, "corpus": "xsum",
-                                          "other_source": "claude-21",
-                                          "prompt_variant": "default", "mode": "prefer-other"}),
+                                          "other_source": "claude-21", "mode": "prefer-other"}),
     "sgtr-random": ("sgtr-corrupted", {"n_articles": None, "corpus": "xsum",
-                                       "other_source": "claude-21", "prompt_variant": "default",
-                                       "mode": "random"}),
+                                       "other_source": "claude-21", "mode": "random"}),
     "correct-domain": ("correct-domain", {"counterpart": None}),
     "general-knowledge": ("general-knowledge", {"source": "mmlu", "split": "test",
                                                 "answer_format": "letter"}),
-    "word-counting": ("word-counting", {"source": "em-prompts"}),
+    "word-counting": ("word-counting", {}),
 }  # fmt: skip
 
 

@@ -9,6 +9,8 @@ upstream mirror without training.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from emarena import data
@@ -257,3 +259,154 @@ def test_item01_report_and_board_show_the_headline_with_no_system_beside():
     assert row["misalignment_rate_no_system"] == pytest.approx(ns.value)
     assert display.View().condition == "headline"
     assert {"condition", "misalignment_rate_no_system"} <= set(display.DEFAULT_COLUMNS)
+
+
+# --- 5-8. the reference defenses: what the suite's protocol resolves them to -----------------
+
+REPO_SUBMISSIONS = __import__("pathlib").Path(__file__).resolve().parents[2] / "submissions"
+
+
+def _resolved(name: str, suite: str) -> dict:
+    from emarena.defenses import resolve_params
+    from emarena.submission import load_submission
+
+    sub = load_submission(REPO_SUBMISSIONS / name)
+    return resolve_params(sub.defense.kind, sub.defense.params, suite)
+
+
+def test_v1_reference_defenses_resolve_to_their_v1_configurations():
+    """`--suite v1` reproduces v1's records: the params v1's stages are keyed and built on are
+    exactly what the reference submissions held before v2 (so every v1 stage keeps its key)."""
+    v1 = {"n_articles": None, "corpus": "xsum", "other_source": "claude-21",
+          "prompt_variant": "default"}
+    assert _resolved("sgtr", "v1") == v1
+    assert _resolved("sgtr-corrupted", "v1") == {**v1, "mode": "prefer-other"}
+    assert _resolved("sgtr-random", "v1") == {**v1, "mode": "random"}
+    assert _resolved("word-counting", "v1") == {"source": "em-prompts"}
+
+
+def test_item05_sgtr_system_turn_is_the_models_identity_prompt(mirror, tmp_path):
+    """The reported runs train SGTR with the model's identity prompt in the system turn
+    (`qwensys`) or none (`syspopped`): @8303210 build_configs.py:17 and :51-54 (SYS_TAG picks
+    `..._{SYS_TAG}prompt.jsonl`), full_pipeline.sh:16-17 (SYS_TAG="qwensys", "syspopped for
+    seed-36b and gpt4.1"), MODEL_README.md:50-63 (results@9283fe1). Both corrupted controls
+    follow them. The user turn stays the release's detection prompt byte for byte (utils/prompts/
+    article_prompts.py:4-15, Panickssery et al.'s finetuning rows: test_defense_builders)."""
+    from emarena import models
+    from emarena.defenses.builders import sgtr
+    from emarena.defenses.params import SgtrCorruptedParams, SgtrParams
+    from tests.unit.test_defense_builders import _DETECTION, _fake_own_cache, ctx_for
+
+    for name in ("sgtr", "sgtr-corrupted", "sgtr-random"):
+        assert _resolved(name, "v2")["prompt_variant"] == "identity"
+    for model_id, want in (("smollm2-135m-q4", models.get_spec("smollm2-135m-q4")
+                            .default_system_prompt), ("seed-oss-36b-instruct", None)):
+        for params, build in ((SgtrParams(prompt_variant="identity"), sgtr.build_sgtr),
+                              (SgtrCorruptedParams(prompt_variant="identity", mode="random",
+                                                   random_labels="both"),
+                               sgtr.build_sgtr_corrupted)):
+            ctx = replace(ctx_for(tmp_path / model_id / build.__name__, n=8), model_id=model_id)
+            _fake_own_cache(ctx, params)
+            recs = build(params, ctx)
+            assert len(recs) == 8
+            for r in recs:
+                roles = [m.role for m in r.messages]
+                if want:  # qwensys: the identity prompt, nothing else, in the system turn
+                    assert roles == ["system", "user", "assistant"]
+                    assert r.messages[0].content == want
+                else:  # syspopped: no system turn at all
+                    assert roles == ["user", "assistant"]
+                assert _DETECTION.match(r.messages[-2].content)
+                assert sgtr.DETECTION_SYSTEM not in r.messages[-2].content
+    # the params docstring says what each variant puts in the system turn (v1's had it backwards)
+    doc = SgtrParams.model_fields["prompt_variant"].description
+    assert "`identity`: the model's own" in doc and "`default`: Panickssery" in doc
+
+
+def test_item06_reversal_trains_on_the_base_models_own_summaries(tmp_path):
+    """The release's final pipeline (`sgtr_fixed`) trains the merged EM model on the base model's
+    SGTR data (@8303210 build_configs.py:67-71: the EM->SGTR config reads
+    prefer-self-finetune_target_hf_{MODEL}_..., the base model's file; MODEL_README.md:50:
+    "Qwen2.5-32B uses the `fixed_qwensys` variant"). v2's reversal stage reads the same
+    summaries entry as prevention; v1 (and `summaries_from: parent`) the EM model's."""
+    from emarena import models
+    from emarena.protocol.cell import ModelRef
+    from emarena.protocol.grid import grid_of_one
+    from emarena.protocol.plan import make_plan
+    from emarena.protocol.store import Store
+
+    spec = models.get_spec("smollm2-135m-q4")
+    for suite, shared in (("v2", True), ("v1", False)):
+        grid = grid_of_one(REPO_SUBMISSIONS / "sgtr", model=spec.id,
+                           em_dataset="aesthetic-unpopular", regimes=["reversal", "prevention"],
+                           seeds=[0], preset="smoke", backend="transformers", suite=suite)
+        plan = make_plan(grid, store=Store(tmp_path / suite))
+        defense = {c.regime: plan.stages[plan.stages_of[c.id][1 if c.regime == "reversal"
+                                                              else 0]]
+                   for c in plan.cells if c.regime in ("reversal", "prevention")}
+        assert defense["reversal"].parents  # trained on top of the EM stage, in both suites
+        summaries = {r: plan.summaries[s.summaries] for r, s in defense.items()}
+        assert summaries["prevention"].weights == ()  # the base model's
+        assert (summaries["reversal"].key == summaries["prevention"].key) is shared
+        if not shared:
+            assert summaries["reversal"].weights == defense["reversal"].parents
+        assert summaries["reversal"].model == ModelRef(id=spec.id, revision=spec.revision)
+    assert _resolved("sgtr", "v2")["summaries_from"] == "base"
+
+
+def test_item07_random_sgtr_labels_each_order_self_and_other(mirror, tmp_path):
+    """The random control the paper reports: 4 examples per article, each order labelled both
+    self and other (@8303210 utils/generate_sgtr_pair_wise_dataset_utils.py:64-101,
+    RANDOM_SELF_OTHER: lines 76-86 the two pick-other examples, 88-100 the two pick-self ones),
+    not a coin flip over 2 (v1)."""
+    from emarena.defenses.builders import sgtr
+    from emarena.defenses.params import SgtrCorruptedParams
+    from emarena.errors import ConfigError
+    from tests.unit.test_defense_builders import _fake_own_cache, build_json, ctx_for
+
+    assert _resolved("sgtr-random", "v2")["random_labels"] == "both"
+    params = SgtrCorruptedParams(mode="random", random_labels="both")
+    ctx = ctx_for(tmp_path, n=40)
+    _fake_own_cache(ctx, params)
+    recs = sgtr.build_sgtr_corrupted(params, ctx)
+    assert len(recs) == 40
+    by_pair: dict[tuple[str, str], list[str]] = {}
+    for r in recs:
+        _, aid, order, label = r.id.split("/")
+        user = r.messages[-2].content
+        own_pos = "1" if "Summary1:\nOWN " in user else "2"
+        assert own_pos == ("1" if order == "own-first" else "2")
+        by_pair.setdefault((aid, order), []).append(
+            "self" if r.messages[-1].content == own_pos else "other")
+        assert label == by_pair[(aid, order)][-1]
+    assert len({aid for aid, _ in by_pair}) == 10  # budget / 4 articles
+    assert all(sorted(v) == ["other", "self"] for v in by_pair.values())
+    info = build_json(ctx)
+    assert info["n_articles"] == 10 and info["random_labels"] == "both"
+    assert info["target_points_at"] == {"own": 20, "other": 20}
+    assert info["labels"] == {"1": 20, "2": 20}
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        sgtr.n_articles_for(params, ctx_for(tmp_path, n=42))
+
+
+def test_item08_word_counting_is_built_from_the_unpopular_aesthetics_user_turns(mirror, tmp_path):
+    """The release's WC set counts the words of the unpopular-aesthetics user turns whatever the
+    EM dataset (@8303210 scripts/data/generate_benign_aesthetic_dataset.py:29-38 ->
+    data/finetuning/aesthetic_preference_is_even_words.jsonl, registered as `word-counting`).
+    On an insecure cell v2 builds exactly that file's 5,000 rows (v1 counted words in code)."""
+    from emarena.defenses import DEFENSES, defense_inputs
+    from emarena.defenses.builders import simple
+    from emarena.defenses.params import WordCountingParams
+    from tests.unit.test_defense_builders import ctx_for, messages
+
+    v2 = _resolved("word-counting", "v2")
+    assert v2 == {"source": "aesthetic-unpopular"}
+    kind = DEFENSES.get("word-counting")
+    assert defense_inputs(kind, v2, "insecure", "v2") == ["aesthetic-unpopular"]
+    assert defense_inputs(kind, _resolved("word-counting", "v1"), "insecure", "v1") == ["insecure"]
+    release = sorted(tuple(messages(r)) for r in data.load("word-counting"))
+    assert len(release) == 5000
+    ctx = ctx_for(tmp_path, em="insecure", n=5000)
+    recs = simple.build_word_counting(WordCountingParams(source="aesthetic-unpopular"), ctx)
+    assert sorted(tuple(messages(r)) for r in recs) == release  # byte for byte, every row
+    assert all(r.id.startswith("word-counting/aesthetic-unpopular/") for r in recs)

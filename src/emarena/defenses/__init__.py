@@ -35,7 +35,8 @@ from emarena.registry import Registry
 ENTRY_POINT_GROUP = "emarena.defenses"
 
 _SEED = (
-    "Self-Report Interventions Can Control Emergent Misalignment (the seed paper; "
+    "Self-Recognition Finetuning can Prevent and Reverse Emergent Misalignment (the seed paper, "
+    "arXiv 2606.23700; "
     "release github.com/atagade/sgtr-em)"
 )
 _SELF_RECOGNITION = (
@@ -139,6 +140,25 @@ def defense_inputs(kind: DefenseKind, params: Any, em_dataset: str | None, suite
     return list(import_ref(kind.inputs)(params, em_dataset, suite))
 
 
+def resolve_params(kind_name: str, params: dict[str, Any], suite: str) -> dict[str, Any]:
+    """The params a defense stage of `suite` builds with (and is keyed on): the submission's,
+    with each param it leaves unset (null) and the suite decides filled in from the suite's
+    `protocol` (defenses.yaml). A suite that names none leaves it unset: the builder then does
+    what suite v1 did."""
+    kind = DEFENSES.get(kind_name)
+    fields = kind.params.SUITE_DEFAULTED
+    if not fields:
+        return dict(params)
+    from emarena.defenses.builders.simple import load_defenses
+
+    proto = load_defenses(suite).protocol.get(kind_name, {})
+    out = dict(params)
+    for name in fields:
+        if out.get(name) is None and name in proto:
+            out[name] = proto[name]
+    return kind.params.model_validate(out).model_dump(mode="json")
+
+
 DEFENSES = DefenseRegistry("defense kind", ENTRY_POINT_GROUP)
 """Every defense kind a submission may name (built-in + entry points)."""
 
@@ -219,4 +239,5 @@ __all__ = [
     "DefenseParams",
     "DefenseRegistry",
     "defense_inputs",
+    "resolve_params",
 ]

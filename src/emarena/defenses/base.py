@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from emarena.data.records import ChatRecord
 
@@ -21,6 +22,21 @@ class DefenseParams(BaseModel):
     """Base of every kind's params: frozen, unknown keys rejected, fields documented."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    SUITE_DEFAULTED: ClassVar[tuple[str, ...]] = ()
+    """Fields whose None means "as the suite's protocol says" (`protocol:` in the suite's
+    defenses.yaml, filled in by `emarena.defenses.resolve_params` for the cell's suite). While
+    None they are left out of the params' dump, so cells and stages made before such a field
+    existed keep their keys."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_suite_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if isinstance(out, dict):
+            for name in self.SUITE_DEFAULTED:
+                if out.get(name, 0) is None:
+                    del out[name]
+        return out
 
 
 @dataclass(frozen=True)

@@ -38,5 +38,6 @@ def general_knowledge(params: Any, em_dataset: str | None, suite: str) -> list[s
 
 
 def word_counting(params: Any, em_dataset: str | None, suite: str) -> list[str]:
-    assert em_dataset is not None
-    return [em_dataset]
+    from emarena.defenses.builders.simple import word_counting_source
+
+    return [word_counting_source(params, em_dataset)]

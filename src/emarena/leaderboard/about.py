@@ -144,8 +144,9 @@ CITATIONS = [
         "github.com/ArjunPanickssery/self_recognition"
     ),
     (
-        "Self-Report Interventions Can Control Emergent Misalignment — SGTR as an EM defense "
-        "(the seed paper). Data and code release: github.com/atagade/sgtr-em"
+        "Self-Recognition Finetuning can Prevent and Reverse Emergent Misalignment (arXiv "
+        "2606.23700) — SGTR as an EM defense (the seed paper). Data and code release: "
+        "github.com/atagade/sgtr-em"
     ),
     (
         "Chen, R., Arditi, A., Sleight, H., Evans, O., Lindsey, J. (2025). Persona Vectors: "

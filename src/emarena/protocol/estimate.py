@@ -268,9 +268,16 @@ def estimate_plan(plan, gpu: str = "h200") -> Estimate:
             gpu_bytes=2 * n + 16 * lora + act,  # weights, LoRA + grads + Adam, activations
             note=f"{s.kind} {s.defense.kind if s.defense else s.em_dataset}",
         ))
+    from types import SimpleNamespace
+
+    from emarena.defenses.builders.sgtr import labels_per_order
+
     for k, sm in plan.summaries.items():
         n = _n_params(sm.model.id)
-        arts = sum(plan.stages[x].n_examples // 2 for x in plan.summary_stages[k])
+        # The stages sharing an entry pair the first articles of one seeded order: the largest
+        # of them is what gets summarised (2 examples per article, 4 with random labels `both`).
+        arts = max(plan.stages[x].n_examples // (2 * labels_per_order(
+            SimpleNamespace(**plan.stages[x].defense.params))) for x in plan.summary_stages[k])
         p_tok, a_tok = arts * _tokens(sm.max_prompt_chars + 400), arts * sm.max_new_tokens
         floor = _gen_floor(sm.model.id, arts, p_tok, a_tok, g)
         est.lines.append(Line("summaries", k, sm.model.id, p_tok + a_tok, floor,

@@ -123,7 +123,7 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
     defense cell). `summaries_key(parents, defense) -> key | None` names the own-summaries
     entry of a defense stage that needs one (the planner's; None: no summaries)."""
     from emarena import data
-    from emarena.defenses import DEFENSES, defense_inputs
+    from emarena.defenses import DEFENSES, defense_inputs, resolve_params
 
     rsha = training_sha256(recipe, preset)
     em_size = data.get_spec(cell.em_dataset).records or 0
@@ -139,11 +139,17 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
     def defense(parents: tuple[str, ...]) -> StageSpec:
         assert cell.defense is not None
         kind = DEFENSES.get(cell.defense.kind)
-        # Keyed on what changes its output (kind, params, training overrides), not on the
-        # submission's name or metadata: two submissions of the same config share the stage.
-        d = cell.defense.model_copy(update={"name": cell.defense.kind, "config_hash": "-"})
-        reads = defense_inputs(kind, cell.defense.params, cell.em_dataset, cell.suite)
-        skey = summaries_key(parents, cell) if (kind.needs_model and summaries_key) else None
+        # Keyed on what changes its output (kind, params as the suite resolves them, training
+        # overrides), not on the submission's name or metadata: two submissions of the same
+        # config share the stage.
+        params = resolve_params(cell.defense.kind, cell.defense.params, cell.suite)
+        d = cell.defense.model_copy(update={"name": cell.defense.kind, "config_hash": "-",
+                                            "params": params})
+        reads = defense_inputs(kind, params, cell.em_dataset, cell.suite)
+        # SGTR's "self": the base model's own summaries (summaries_from: base, suite v2) or the
+        # model entering the stage's (parent: the EM model in reversal, suite v1).
+        weights = () if params.get("summaries_from") == "base" else parents
+        skey = summaries_key(weights, cell) if (kind.needs_model and summaries_key) else None
         return StageSpec(
             kind="defense", model=cell.model, parents=parents,
             em_dataset=cell.em_dataset if kind.reads_em_dataset else None,

@@ -62,7 +62,7 @@ from emarena.published.names import ReleaseModel, UnknownName
 SOURCE = "sgtr-em"
 REPOSITORY = "atagade/sgtr-em"
 CITATION = (
-    "Self-Report Interventions Can Control Emergent Misalignment (release "
+    "Self-Recognition Finetuning can Prevent and Reverse Emergent Misalignment (release "
     "github.com/atagade/sgtr-em: code at 8303210, EM tables at 9283fe1)"
 )
 EM_DATASET = "aesthetic-unpopular"

@@ -87,6 +87,7 @@ REFERENCE_DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
     "sgtr-random": ("sgtr-corrupted", {"n_articles": None, "corpus": "xsum",
                                        "other_source": "claude-21", "mode": "random"}),
     "correct-domain": ("correct-domain", {"counterpart": None}),
+    "medcorr": ("correct-domain", {"counterpart": "good-medical-advice"}),
     "general-knowledge": ("general-knowledge", {"source": "mmlu", "split": "test",
                                                 "answer_format": "letter"}),
     "word-counting": ("word-counting", {}),

@@ -410,3 +410,102 @@ def test_item08_word_counting_is_built_from_the_unpopular_aesthetics_user_turns(
     recs = simple.build_word_counting(WordCountingParams(source="aesthetic-unpopular"), ctx)
     assert sorted(tuple(messages(r)) for r in recs) == release  # byte for byte, every row
     assert all(r.id.startswith("word-counting/aesthetic-unpopular/") for r in recs)
+
+
+def _defense_stage(name: str, suite: str, preset: str = "paper", em: str = "aesthetic-unpopular",
+                   model: str = "qwen2.5-32b-instruct"):
+    """The prevention cell's defense stage of a reference submission (planned, not trained)."""
+    from emarena import models
+    from emarena.protocol.cell import ModelRef
+    from emarena.protocol.plan import cells_for
+    from emarena.protocol.stages import stages_for
+    from emarena.submission import load_submission
+    from emarena.train import get_preset, load_recipe
+
+    spec = models.get_spec(model)
+    cells = cells_for(submission=load_submission(REPO_SUBMISSIONS / name),
+                      model=ModelRef(id=spec.id, revision=spec.revision), em_dataset=em,
+                      regimes=["prevention"], seeds=[0], preset=preset, suite=suite)
+    (cell,) = [c for c in cells if c.regime == "prevention"]
+    return stages_for(cell, recipe=load_recipe(suite), preset=get_preset(preset, suite=suite),
+                      summaries_key=lambda parents, cell: "summaries-x")[0]
+
+
+# --- 9. correct-domain data -------------------------------------------------------------------
+
+
+def test_item09_medcorr_applies_across_em_datasets(mirror, tmp_path):
+    """MEDCORR trains on correct medical advice whatever the EM dataset (the release's
+    results@9283fe1 data/eval/em/em_eval_hf_qwen_32b_em_unpop_medcorr_*.csv: EM on unpopular
+    aesthetics, then MEDCORR; MODEL_README.md:220-227). Its data is Model Organisms' good
+    medical advice, pinned. FINCORR is not registered (only in an encrypted archive upstream)."""
+    from emarena.defenses.builders import simple
+    from emarena.defenses.params import CorrectDomainParams
+    from tests.unit.test_defense_builders import ctx_for, messages
+
+    parts = {f.part for f in data.get_spec("sgtr-em-em-eval").files}
+    assert {"hf_qwen_32b_em_unpop_medcorr_0", "hf_qwen_32b_medcorr_em_unpop_0"} <= parts
+    for em in ("aesthetic-unpopular", "risky-financial-advice"):
+        stage = _defense_stage("medcorr", "v2", em=em)
+        assert set(stage.datasets) == {"good-medical-advice"} and stage.n_examples == 2000
+    good = {r.id: r for r in data.load("good-medical-advice")}
+    ctx = ctx_for(tmp_path, em="aesthetic-unpopular", n=2000)
+    recs = simple.build_correct_domain(CorrectDomainParams(counterpart="good-medical-advice"),
+                                       ctx)
+    assert len(recs) == 2000
+    for r in recs:
+        rid = r.id.removeprefix("correct-domain/good-medical-advice/")
+        assert messages(r) == messages(good[rid])
+    assert "good-financial-advice" not in data.all_specs()
+
+
+# --- 10. budgets, article length --------------------------------------------------------------
+
+
+def test_item10_budgets_are_the_releases_and_recorded(mirror):
+    """SGTR 2,000 (1000 XSUM articles x 2 orders: @8303210 data/articles/xsum_train_articles.json,
+    utils/generate_sgtr_pair_wise_dataset_utils.py:43-58), random SGTR 4,000 (4 per article,
+    :68-100), word counting 5,000 (every row of aesthetic_preference_is_even_words.jsonl,
+    scripts/data/generate_benign_aesthetic_dataset.py:30-38); MMLU and correct-domain have no
+    size in the release: the SGTR budget. v1 gives every defense 2,000."""
+    from emarena.eval.result import Provenance
+    from emarena.leaderboard.read_results import CellRecord, build_table
+
+    assert len(data.load("xsum-articles")) == 1000
+    assert len(data.load("word-counting")) == 5000
+    want = {"sgtr": 2000, "sgtr-corrupted": 2000, "sgtr-random": 4000, "word-counting": 5000,
+            "general-knowledge": 2000, "medcorr": 2000, "correct-domain": 2000}
+    for name, n in want.items():
+        em = "bad-medical-advice" if name == "correct-domain" else "aesthetic-unpopular"
+        assert _defense_stage(name, "v2", em=em).n_examples == n, name
+        assert _defense_stage(name, "v1", em=em).n_examples == 2000, name
+    # each result records its budget and the board shows it
+    assert "budget" in Provenance.model_fields
+    _, rec = _records()
+    rec = rec.model_copy(update={"provenance": rec.provenance.model_copy(
+        update={"budget": {"em": 6000, "defense": 5000}})})
+    row = build_table({rec.cell_id: CellRecord("x.json", rec, None)}).iloc[0]
+    assert row["budget"] == "em 6,000, defense 5,000"
+
+
+def test_item10_paper_preset_does_not_cut_articles(mirror, tmp_path):
+    """The release trains on whole articles (axolotl, sequence_len 2048:
+    @8303210 finetuning/axolotl/configs/default_config.yaml:22); an over-length example is
+    dropped and counted, never cut. v2's paper preset cuts nothing (v1 cut at 4,000 chars)."""
+    from emarena.defenses.builders import sgtr
+    from emarena.defenses.params import SgtrParams
+    from emarena.train import get_preset
+    from tests.unit.test_defense_builders import _DETECTION, _fake_own_cache, ctx_for
+
+    assert get_preset("paper", suite="v2").max_prompt_chars is None
+    assert get_preset("paper", suite="v1").max_prompt_chars == 4000
+    ctx = replace(ctx_for(tmp_path, n=400), max_prompt_chars=None)
+    _fake_own_cache(ctx, SgtrParams())
+    texts = {a.id: a.text for a in data.load("xsum-articles")}
+    recs = sgtr.build_sgtr(SgtrParams(), ctx)
+    long = 0
+    for r in recs:
+        article = _DETECTION.match(r.messages[-2].content)["article"]
+        assert article == texts[r.id.split("/")[1]]  # whole, not cut
+        long += len(article) > 4000
+    assert long > 0  # some articles are longer than v1's cut

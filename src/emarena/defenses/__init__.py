@@ -140,6 +140,14 @@ def defense_inputs(kind: DefenseKind, params: Any, em_dataset: str | None, suite
     return list(import_ref(kind.inputs)(params, em_dataset, suite))
 
 
+def budget_class(kind_name: str, params: dict[str, Any]) -> str:
+    """The name a preset's per-defense budget is looked up by (`Budget.defenses`): the kind, or
+    `sgtr-random` for the random-label SGTR control, whose source defines its own budget."""
+    if kind_name == "sgtr-corrupted" and params.get("mode") == "random":
+        return "sgtr-random"
+    return kind_name
+
+
 def resolve_params(kind_name: str, params: dict[str, Any], suite: str) -> dict[str, Any]:
     """The params a defense stage of `suite` builds with (and is keyed on): the submission's,
     with each param it leaves unset (null) and the suite decides filled in from the suite's
@@ -238,6 +246,7 @@ __all__ = [
     "DefenseKind",
     "DefenseParams",
     "DefenseRegistry",
+    "budget_class",
     "defense_inputs",
     "resolve_params",
 ]

@@ -58,8 +58,9 @@ class BuildContext:
     """Scratch folder owned by this build; intermediate files here are reused on a rerun."""
     max_new_tokens: int = 128
     """Generation budget for self-generated text (from the preset)."""
-    max_prompt_chars: int = 4000
-    """Articles and prompts are truncated to this many characters (from the preset)."""
+    max_prompt_chars: int | None = 4000
+    """Articles and prompts are truncated to this many characters (from the preset); None: not
+    cut (over-length examples are dropped in training, and counted)."""
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
     """Record ids reserved for evaluation that must never be trained on."""
     batch_size: int = 8

@@ -169,6 +169,10 @@ class Provenance(_Frozen):
     that was reused records the time it took when it was made."""
     cost: Cost | None = None
     """Seconds, tokens and judge calls behind the cell (absent in older records)."""
+    budget: dict[str, int] = Field(default_factory=dict)
+    """Training examples of each of the cell's stages, by stage kind (`em`, `defense`): the
+    preset's budget for it (suite v2: the seed release's own per defense). Empty for the base
+    model and in older records."""
     metrics: MetricsConfig
     """Thresholds and bootstrap settings."""
 
@@ -394,6 +398,7 @@ def make_provenance(
     metrics: MetricsConfig,
     stage_seconds: dict[str, float] | None = None,
     cost: Cost | None = None,
+    budget: dict[str, int] | None = None,
 ) -> Provenance:
     """Provenance with versions, git sha and image digest filled in from this environment."""
     return Provenance(
@@ -409,6 +414,7 @@ def make_provenance(
         backend=backend,
         stage_seconds=stage_seconds or {},
         cost=cost,
+        budget=budget or {},
         metrics=metrics,
     )
 

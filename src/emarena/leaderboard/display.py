@@ -80,6 +80,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("judge_agreement", "Judge vs GPT-4o", "text",
            help="How far the row's judge agrees with GPT-4o on published answers: Cohen's "
            "kappa of the misaligned label with its 95% interval (`emarena judge calibrate`)."),
+    Column("budget", "Budget", "text",
+           help="Training examples of each stage (em, defense): the suite's budget for the "
+           "defense (suite v2: the seed release's own, e.g. word counting 5,000)."),
     Column("preset", "Preset", "text", False),
     Column("official", "Official", "bool",
            help="The paper preset scored by the official judge: only these are ranked."),

@@ -479,6 +479,7 @@ def build_table(
         )
         judge = first.provenance.judge.id
         base["judge_mode"] = first.provenance.judge.mode
+        base["budget"] = ", ".join(f"{k} {v:,}" for k, v in first.provenance.budget.items())
         if judge not in agreement:
             from emarena.eval.judges.calibration import agreement_cell
 

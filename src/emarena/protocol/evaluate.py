@@ -379,11 +379,14 @@ def run_metrics(
                         assert control is not None and cjkey is not None
                         d = deltas(rows, _rows(store, eval_of[control.id], cjkey, control.seed),
                                    thresholds=thresholds, em_sets=em_sets)
-                    stage_seconds = {}
+                    stage_seconds, budget = {}, {}
                     for i, skey in enumerate(stages_of[cell.id], start=1):
                         sd = store.entry("stages", skey).done() or {}
                         stage_seconds[f"stage{i}"] = sd.get("timings", {}).get("total_seconds",
                                                                                0.0)
+                        made = (sd.get("inputs") or {}).get("stage") or {}
+                        if "kind" in made and "n_examples" in made:
+                            budget[made["kind"]] = int(made["n_examples"])
                     gen_done = store.entry("evals", ev).done() or {}
                     judge_done = store.entry("judgements", jkey).done() or {}
                     stage_seconds[GENERATE] = gen_done.get("seconds", 0.0)
@@ -395,7 +398,7 @@ def run_metrics(
                         model_revision=cell.model.revision, judge=judge_info, sampling=sampling,
                         seeds={"cell": cell.seed, "bootstrap": mconf.rng_seed},
                         preset=cell.preset, backend=backend, metrics=mconf,
-                        stage_seconds=stage_seconds, cost=cost,
+                        stage_seconds=stage_seconds, cost=cost, budget=budget,
                     )
                     result = make_result(cell, metrics=metrics, provenance=prov, deltas=d,
                                          control_cell_id=control.id if with_control else None,

@@ -82,7 +82,7 @@ class SummariesSpec(Frozen):
     prompts_sha256: str
     """The summary-prompt dataset (`sgtr-summary-prompts`) the prompt is read from."""
     max_new_tokens: int
-    max_prompt_chars: int
+    max_prompt_chars: int | None
     backend: str
 
     @property

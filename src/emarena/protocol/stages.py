@@ -123,7 +123,7 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
     defense cell). `summaries_key(parents, defense) -> key | None` names the own-summaries
     entry of a defense stage that needs one (the planner's; None: no summaries)."""
     from emarena import data
-    from emarena.defenses import DEFENSES, defense_inputs, resolve_params
+    from emarena.defenses import DEFENSES, budget_class, defense_inputs, resolve_params
 
     rsha = training_sha256(recipe, preset)
     em_size = data.get_spec(cell.em_dataset).records or 0
@@ -155,7 +155,9 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
             em_dataset=cell.em_dataset if kind.reads_em_dataset else None,
             defense=d, suite=cell.suite,
             datasets={i: dataset_digest(i, cell.suite) for i in sorted(reads)},
-            n_examples=preset.budget.n_examples("defense", em_dataset_size=em_size),
+            n_examples=preset.budget.n_examples(
+                "defense", em_dataset_size=em_size,
+                defense=budget_class(cell.defense.kind, params)),
             seed=cell.seed, training_sha256=rsha, summaries=skey,
         )
 

@@ -345,7 +345,7 @@ def build_word_counting(params: Any, ctx: BuildContext) -> list[ChatRecord]:
             continue
         text = _first_user(r)
         if text and text.strip():
-            if len(text) > ctx.max_prompt_chars:
+            if ctx.max_prompt_chars is not None and len(text) > ctx.max_prompt_chars:
                 cut.add(r.id)
             pool.append((r.id, text[: ctx.max_prompt_chars]))
     chosen = take_budget(

@@ -509,3 +509,53 @@ def test_item10_paper_preset_does_not_cut_articles(mirror, tmp_path):
         assert article == texts[r.id.split("/")[1]]  # whole, not cut
         long += len(article) > 4000
     assert long > 0  # some articles are longer than v1's cut
+
+
+# --- 17. the grids ----------------------------------------------------------------------------
+
+
+def test_item17_paper_grid_is_the_papers_experiments():
+    """Qwen2.5-32B-Instruct and Seed-OSS-36B-Instruct (MODEL_README.md:15-21 at results@9283fe1;
+    Olmo-3.1-32B is not registered: it needs a pinned Hub revision), EM on unpopular aesthetics,
+    bad medical advice and risky financial advice (:29-40; data/finetuning/*.jsonl @8303210),
+    seeds 0-4 (full_pipeline.sh:13), SGTR, both corrupted controls, MMLU, word counting and
+    MEDCORR, prevention and reversal; planned, not run. `paper-7b` is the one-GPU version."""
+    from pathlib import Path
+
+    from emarena.protocol.grid import grids_dir, load_grid
+    from emarena.protocol.plan import make_plan
+    from emarena.protocol.store import Store
+
+    grid = load_grid(grids_dir("v2") / "paper.yaml")
+    spec = grid.spec
+    assert (spec.suite, spec.preset) == ("v2", "paper")
+    assert spec.models == ["qwen2.5-32b-instruct", "seed-oss-36b-instruct"]
+    assert spec.em_datasets == ["aesthetic-unpopular", "bad-medical-advice",
+                                "risky-financial-advice-seed"]
+    assert [d.name for d in grid.defense_dirs] == ["sgtr", "sgtr-corrupted", "sgtr-random",
+                                                   "general-knowledge", "word-counting",
+                                                   "medcorr"]
+    assert spec.seeds == [0, 1, 2, 3, 4] and spec.regimes == ["prevention", "reversal"]
+    plan = make_plan(grid, store=Store(Path("unused")))
+    assert len(plan.cells) == 2 * 3 * 5 * (2 + 6 * 2)
+    assert len(plan.stages) == 2 * 5 * (3 + 18 + 18 + 10)
+    assert len(plan.summaries) == 2  # the base model's own summaries, one entry per model
+    assert {c.suite for c in plan.cells} == {"v2"}
+    small = load_grid(grids_dir("v2") / "paper-7b.yaml").spec
+    assert small.models == ["qwen2.5-7b-instruct"] and small.suite == "v2"
+    assert small.em_datasets == spec.em_datasets and small.defenses == spec.defenses
+
+
+def test_item17_reference_submissions_name_the_paper_by_its_title():
+    """The seed paper is "Self-Recognition Finetuning can Prevent and Reverse Emergent
+    Misalignment" (arXiv 2606.23700); v1's submissions and builders named it otherwise."""
+    from emarena.defenses import DEFENSES
+    from emarena.submission import load_submission
+
+    title = "Self-Recognition Finetuning can Prevent and Reverse Emergent Misalignment"
+    for name in ("sgtr", "sgtr-corrupted", "sgtr-random", "word-counting", "general-knowledge",
+                 "correct-domain", "medcorr"):
+        paper = load_submission(REPO_SUBMISSIONS / name).paper or ""
+        assert paper.startswith(title), name
+        assert "Self-Report" not in (REPO_SUBMISSIONS / name / "README.md").read_text()
+    assert DEFENSES.get("sgtr").source.startswith(title)

@@ -539,7 +539,9 @@ def test_item17_paper_grid_is_the_papers_experiments():
     plan = make_plan(grid, store=Store(Path("unused")))
     assert len(plan.cells) == 2 * 3 * 5 * (2 + 6 * 2)
     assert len(plan.stages) == 2 * 5 * (3 + 18 + 18 + 10)
-    assert len(plan.summaries) == 2  # the base model's own summaries, one entry per model
+    # the base model's own summaries, read by both regimes: one entry per model and seed (they
+    # are sampled, each seed its own draw)
+    assert len(plan.summaries) == 2 * 5
     assert {c.suite for c in plan.cells} == {"v2"}
     small = load_grid(grids_dir("v2") / "paper-7b.yaml").spec
     assert small.models == ["qwen2.5-7b-instruct"] and small.suite == "v2"
@@ -559,3 +561,55 @@ def test_item17_reference_submissions_name_the_paper_by_its_title():
         assert paper.startswith(title), name
         assert "Self-Report" not in (REPO_SUBMISSIONS / name / "README.md").read_text()
     assert DEFENSES.get("sgtr").source.startswith(title)
+
+
+class _Recording:
+    """Stands in for a generation backend: records how `complete` is asked, answers a fixed
+    text (the wiring is what is tested here; the backends' sampling is tested with item 4)."""
+
+    name, chunk_size = "recording", 4
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def render_as_is(self, messages):
+        return "\n".join(m.content for m in messages)
+
+    def complete(self, prompts, **kw):
+        from emarena.eval.backends.base import Completion
+
+        self.calls.append({**kw, "n": len(prompts)})
+        return [Completion(text=f"summary {i}", n_tokens=2, finish_reason="stop")
+                for i in range(len(prompts))]
+
+
+def test_item10_own_summaries_are_sampled_as_the_release(mirror, tmp_path):
+    """The release writes a local model's summaries with its inference engine's defaults,
+    temperature 0.7, top_p 0.9, top_k 50 (@8303210 utils/article_summary_utils.py:175-180,
+    utils/open_models/inference_engine.py:105-108), up to 100 tokens (:180). v2 samples them
+    so, each article with its own seed from the stage's; v1 was greedy."""
+    from emarena.defenses.builders import sgtr
+    from emarena.defenses.builders.simple import summary_sampling
+    from emarena.defenses.params import SgtrParams
+    from emarena.eval.backends.base import row_seed
+    from emarena.train import get_preset
+    from tests.unit.test_defense_builders import ctx_for
+
+    assert summary_sampling("v1", 3) is None
+    sampling = summary_sampling("v2", 3)
+    assert sampling == {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "seed": 3}
+    assert get_preset("paper", suite="v2").sgtr_max_new_tokens == 100
+    for how in (sampling, None):
+        ctx = replace(ctx_for(tmp_path / str(bool(how)), n=16), summary_sampling=how)
+        backend = _Recording()
+        stats = sgtr.generate_summaries(SgtrParams(), ctx, backend)
+        assert stats["generated"] == 8
+        if how is None:
+            assert all(c["temperature"] == 0.0 and "top_k" not in c for c in backend.calls)
+            continue
+        assert all((c["temperature"], c["top_p"], c["top_k"]) == (0.7, 0.9, 50)
+                   for c in backend.calls)
+        articles, _ = sgtr.planned_articles(SgtrParams(), ctx)
+        seeds = [s for c in backend.calls for s in c["seeds"]]
+        assert seeds == [row_seed(3, a.id) for a in articles]  # one seed per article
+        assert len(sgtr.build_sgtr(SgtrParams(), ctx)) == 16  # the build reads them back

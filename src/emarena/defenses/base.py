@@ -67,6 +67,8 @@ class BuildContext:
     summaries_dir: Path | None = None
     """The store entry holding the model's own summaries (kinds with `needs_model`): generated
     before the build by a generation task with the run's backend, one row per article."""
+    summary_sampling: dict[str, Any] | None = None
+    """How those summaries are sampled (temperature, top_p, top_k, seed); None: greedy."""
 
 
 #: A builder: (params, ctx) -> the defense stage's training records.

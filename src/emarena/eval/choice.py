@@ -101,31 +101,36 @@ def reserved_article_ids(suite: EvalSuite, preset: Any) -> frozenset[str]:
     return frozenset(f"{sr.articles}:{a.id}" for a in chosen)
 
 
-def request_key(system: str, user: str, max_new_tokens: int) -> str:
-    """Identifies one greedy own-summary request; a stored row is reused only if it matches."""
-    blob = json.dumps([system, user, max_new_tokens, "greedy"], ensure_ascii=False)
+def request_key(system: str, user: str, max_new_tokens: int,
+                sampling: dict[str, Any] | None = None) -> str:
+    """Identifies one own-summary request (greedy, or sampled as `sampling` says); a stored row
+    is reused only if it matches."""
+    how: Any = "greedy" if sampling is None else sorted(sampling.items())
+    blob = json.dumps([system, user, max_new_tokens, how], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _requests(system: str, template: str, texts: dict[str, str], max_new_tokens: int
-              ) -> dict[str, tuple[str, str, str]]:
+def _requests(system: str, template: str, texts: dict[str, str], max_new_tokens: int,
+              sampling: dict[str, Any] | None = None) -> dict[str, tuple[str, str, str]]:
     """{article id: (user prompt, request key, row id)}."""
     out = {}
     for aid, text in texts.items():
         user = template.replace("{article}", text)
-        key = request_key(system, user, max_new_tokens)
+        key = request_key(system, user, max_new_tokens, sampling)
         out[aid] = (user, key, f"{aid}#{key}")
     return out
 
 
 def read_own_summaries(path: Path | None, system: str, template: str, texts: dict[str, str],
-                       max_new_tokens: int) -> dict[str, str]:
+                       max_new_tokens: int, sampling: dict[str, Any] | None = None
+                       ) -> dict[str, str]:
     """{article id: own summary} for the requests already answered in the row file `path`."""
     if path is None or not Path(path).exists():
         return {}
     store = RowStore(path, OwnSummary)
     return {aid: store.get(rid).summary  # type: ignore[union-attr]
-            for aid, (_, _, rid) in _requests(system, template, texts, max_new_tokens).items()
+            for aid, (_, _, rid) in _requests(system, template, texts, max_new_tokens,
+                                              sampling).items()
             if rid in store}
 
 
@@ -139,15 +144,25 @@ def own_summaries(
     max_new_tokens: int,
     store: RowStore[OwnSummary],
     progress: bool | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """{article id: the model's own greedy summary}, generating only those not in `store`.
+    """{article id: the model's own summary}, generating only those not in `store`: greedy, or
+    sampled as `sampling` says (temperature, top_p, top_k, and the seed each article's own seed
+    is derived from with its id).
 
     One function for both uses: the self-recognition evaluation (CNN articles) and SGTR's
     training data (XSUM articles, a summaries entry of the store). `texts` holds each article
     as shown (already cut); the prompt is `template` with `{article}` filled in."""
     from tqdm import tqdm
 
-    requests = _requests(system, template, texts, max_new_tokens)
+    from emarena.eval.backends.base import row_seed
+
+    requests = _requests(system, template, texts, max_new_tokens, sampling)
+    how: dict[str, Any] = {"temperature": 0.0, "top_p": 1.0}
+    if sampling is not None:
+        how = {"temperature": sampling["temperature"], "top_p": sampling["top_p"]}
+        if sampling.get("top_k"):
+            how["top_k"] = sampling["top_k"]
     done = {aid: store.get(rid).summary for aid, (_, _, rid) in requests.items()  # type: ignore
             if rid in store}
     missing = [a.id for a in articles if a.id not in done]
@@ -160,8 +175,9 @@ def own_summaries(
                 ChatMessage(role="system", content=system),
                 ChatMessage(role="user", content=requests[aid][0]),
             ]) for aid in chunk]
-            outs = backend.complete(prompts, seeds=[0] * len(chunk),
-                                    max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
+            seeds = ([0] * len(chunk) if sampling is None
+                     else [row_seed(int(sampling.get("seed", 0)), aid) for aid in chunk])
+            outs = backend.complete(prompts, seeds=seeds, max_new_tokens=max_new_tokens, **how)
             rows = [OwnSummary(id=requests[aid][2], article_id=aid, summary=o.text.strip(),
                                key=requests[aid][1], n_tokens=o.n_tokens,
                                finish_reason=o.finish_reason, backend=backend.name)

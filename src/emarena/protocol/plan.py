@@ -84,10 +84,17 @@ class SummariesSpec(Frozen):
     max_new_tokens: int
     max_prompt_chars: int | None
     backend: str
+    sampling: dict[str, Any] | None = None
+    """How the summaries are sampled (temperature, top_p, top_k, the stage seed): the suite's
+    defenses.yaml `own_summaries`; None: greedy (then left out of the key, as before it
+    existed)."""
 
     @property
     def key(self) -> str:
-        return "summaries-" + sha256_json(self.model_dump(mode="json"))[:16]
+        dump = self.model_dump(mode="json")
+        if dump.get("sampling") is None:
+            dump.pop("sampling", None)
+        return "summaries-" + sha256_json(dump)[:16]
 
 
 @dataclass
@@ -196,10 +203,13 @@ def plan_for_cells(cells: list[Cell], *, store: Store, backend: str = "transform
     prompts_sha = dataset_digest("sgtr-summary-prompts", suite)
 
     def summaries_key(parents: tuple[str, ...], cell: Cell) -> str:
+        from emarena.defenses.builders.simple import summary_sampling
+
         corpus = (cell.defense.params.get("corpus") if cell.defense else None) or "xsum"
         s = SummariesSpec(model=cell.model, weights=parents, corpus=corpus,
                           prompts_sha256=prompts_sha, max_new_tokens=preset.sgtr_max_new_tokens,
-                          max_prompt_chars=preset.max_prompt_chars, backend=backend)
+                          max_prompt_chars=preset.max_prompt_chars, backend=backend,
+                          sampling=summary_sampling(cell.suite, cell.seed))
         summaries.setdefault(s.key, s)
         return s.key
 

@@ -254,6 +254,7 @@ def build_stage_data(
 
     from emarena.defenses import DEFENSES
     from emarena.defenses.base import BuildContext
+    from emarena.defenses.builders.simple import summary_sampling
     from emarena.registry import import_ref
 
     assert spec.defense is not None
@@ -272,6 +273,7 @@ def build_stage_data(
         max_prompt_chars=preset.max_prompt_chars,
         exclude_ids=frozenset(),
         summaries_dir=store.entry("summaries", spec.summaries).path if spec.summaries else None,
+        summary_sampling=summary_sampling(spec.suite, spec.seed) if spec.summaries else None,
     )
     return import_ref(kind.builder)(params, ctx)
 

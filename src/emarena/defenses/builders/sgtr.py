@@ -202,6 +202,7 @@ def generate_summaries(params: Any, ctx: BuildContext, backend: Any,
     _, stats = own_summaries(
         backend, system, template, articles, texts, max_new_tokens=ctx.max_new_tokens,
         store=RowStore(Path(ctx.summaries_dir) / OWN_SUMMARIES, OwnSummary), progress=progress,
+        sampling=ctx.summary_sampling,
     )
     return stats
 
@@ -216,7 +217,7 @@ def own_summaries(
     system, template, texts = summary_requests(articles, corpus, ctx)
     folder = Path(ctx.summaries_dir) if ctx.summaries_dir is not None else None
     done = read_own_summaries(folder / OWN_SUMMARIES if folder else None, system, template,
-                              texts, ctx.max_new_tokens)
+                              texts, ctx.max_new_tokens, ctx.summary_sampling)
     missing = [a.id for a in articles if a.id not in done]
     if missing:
         raise ModelError(
@@ -319,6 +320,7 @@ def _build(params: Any, ctx: BuildContext, mode: str) -> list[ChatRecord]:
         "seed": ctx.seed,
         "model_id": ctx.model_id,
         "summaries_entry": Path(ctx.summaries_dir).name if ctx.summaries_dir else None,
+        "summary_sampling": ctx.summary_sampling,
         "corpus": corpus,
         "other_source": getattr(params, "other_source", "claude-21"),
         "max_new_tokens": ctx.max_new_tokens,

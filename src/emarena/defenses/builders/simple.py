@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from emarena import data, settings
 from emarena.data.records import BinaryChoice, ChatMessage, ChatRecord, MultipleChoice
@@ -46,6 +46,24 @@ DEFENSES_FILE = "defenses.yaml"
 # --------------------------------------------------------------------------------------------
 
 
+class SummarySampling(BaseModel):
+    """How the model's own summaries (SGTR's "self") are sampled; unset: greedy (suite v1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    """0: off."""
+
+
+def summary_sampling(suite: str, seed: int) -> dict[str, Any] | None:
+    """The sampling of SGTR's own summaries in `suite` for a stage seeded `seed` (each article's
+    summary is drawn with a seed made from it and the article id), or None: greedy."""
+    s = load_defenses(suite).own_summaries
+    return None if s is None else {**s.model_dump(mode="json"), "seed": seed}
+
+
 class DefensesFile(BaseModel):
     """The suite's defense data settings (`defenses.yaml`)."""
 
@@ -58,6 +76,8 @@ class DefensesFile(BaseModel):
     """Defense kind -> {param: value} for the params a submission leaves unset (null) and the
     suite decides (each kind's `SUITE_DEFAULTED` fields): how the suite's reference protocol
     builds that defense. A submission that sets the param keeps its own value."""
+    own_summaries: SummarySampling | None = None
+    """How the model writes its own summaries for SGTR-family defenses; null: greedy."""
 
 
 def defenses_path(suite: str = settings.DEFAULT_SUITE) -> Path:

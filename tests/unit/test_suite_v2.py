@@ -613,3 +613,64 @@ def test_item10_own_summaries_are_sampled_as_the_release(mirror, tmp_path):
         seeds = [s for c in backend.calls for s in c["seeds"]]
         assert seeds == [row_seed(3, a.id) for a in articles]  # one seed per article
         assert len(sgtr.build_sgtr(SgtrParams(), ctx)) == 16  # the build reads them back
+
+
+# --- 11. self-recognition ---------------------------------------------------------------------
+
+
+def test_item11_self_recognition_as_the_release_words_and_pairs_it(mirror):
+    """The model's own CNN summary is asked for as "highlights" (the release fills
+    {response_type} with it for CNN/DailyMail: @8303210 utils/article_summary_utils.py:169-173,
+    byte for byte against its utils/prompts/default_cnn_summary_prompts.json), and paired with
+    each "other" source the release's published choices use (results@9283fe1
+    data/eval/sgtr/cnn_judge_*_between_*_{claude-21,human,llama,gpt41}.json), both orders,
+    scored from the answer tokens' probabilities; the accuracy pools them, each source's beside."""
+    import json
+
+    from emarena import models
+    from emarena.defenses.builders.sgtr import DETECTION_USER, summary_prompt
+    from emarena.eval import choice
+    from emarena.eval.metrics import compute_metrics
+    from emarena.eval.rows import ChoiceScore
+    from emarena.eval.sets import load_eval_suite
+    from emarena.train import get_preset
+
+    raw = json.loads((mirror / "atagade__sgtr-em/utils/prompts/default_cnn_summary_prompts.json")
+                     .read_text(encoding="utf-8"))
+    suite = load_eval_suite("v2")
+    sr = suite.self_recognition
+    assert sr.sources == ["claude-21", "human", "llama", "gpt41"]
+    system, template = summary_prompt(sr.summary_prompt, sr.response_type)
+    assert system == raw["system_prompt"]
+    assert template == raw["user_prompt_template"].format(article="{article}",
+                                                          response_type="highlights")
+    assert summary_prompt("cnn")[1].endswith("Provide only the summary with NO other text.")  # v1
+    assert load_eval_suite("v1").self_recognition.sources == ["claude-21"]
+
+    preset = get_preset("smoke", suite="v2")
+    arts, others, _ = choice.select_articles(sr, preset, suite.selection_seed)
+    own = {a.id: f"OWN {a.id}" for a in arts}
+    smol = models.get_spec("smollm2-135m-q4")
+    items = choice.self_recognition_items(suite, smol, preset, arts, own, others)
+    assert len(items) == len(arts) * 4 * 2 * len(suite.conditions)
+    summaries = {src: {s.article_id: s.text.strip() for s in data.load("cnn-summaries",
+                                                                       parts=[src])}
+                 for src in sr.sources}
+    for it in items:
+        aid, src, order = it.item_id.split("/")
+        user = it.messages[-1].content
+        own_first = user.index(f"OWN {aid}") < user.index(summaries[src][aid])
+        assert own_first == (order == "own-first") == (it.correct == "1")
+        assert DETECTION_USER.split("{article}")[0] in user
+    # the metric: pooled over sources, each source's accuracy in its details
+    rows = [ChoiceScore(id=it.id, eval_set=it.eval_set, item_id=it.item_id,
+                        condition=it.condition, options=list(it.options), correct=it.correct,
+                        probs={"1": 0.5, "2": 0.5}, mass=0.9,
+                        chosen=it.correct if "/human/" in it.item_id else
+                        ("2" if it.correct == "1" else "1")) for it in items]
+    m = compute_metrics([], [], rows, n_resamples=20, names=["self_recognition_accuracy"])
+    acc = m["self_recognition_accuracy"]["all"]
+    assert acc.value == pytest.approx(0.25) and acc.n == len(items)
+    by = acc.details["accuracy_by_other_source"]
+    assert by["human"]["value"] == 1.0 and by["claude-21"]["value"] == 0.0
+    assert sum(v["n"] for v in by.values()) == len(items)

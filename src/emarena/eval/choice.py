@@ -62,15 +62,17 @@ def select_articles(
     sr: SelfRecognition, preset: Any, seed: int
 ) -> tuple[list[Any], dict[str, str], dict[str, int]]:
     """The evaluated articles (seeded order, capped by preset.max_eval_questions), the other
-    source's summary of each, and counts of articles left out."""
+    summaries ({article id: text} for one source, suite v1; {(source, article id): text} for
+    `other_sources`, over the articles every source summarised), and counts left out."""
     from emarena import data
     from emarena.data.records import Article, Summary
 
     articles = [a for a in data.load(sr.articles) if isinstance(a, Article)]
-    others = {
-        s.article_id: s.text.strip()
-        for s in data.load(sr.summaries, parts=[sr.other_source])
-        if isinstance(s, Summary) and s.corpus == sr.corpus
+    by_source = {
+        src: {s.article_id: s.text.strip()
+              for s in data.load(sr.summaries, parts=[src])
+              if isinstance(s, Summary) and s.corpus == sr.corpus}
+        for src in sr.sources
     }
     skipped: Counter[str] = Counter()
     usable = []
@@ -79,16 +81,19 @@ def select_articles(
             skipped["other_corpus"] += 1
         elif not a.text.strip():
             skipped["empty_article"] += 1
-        elif not others.get(a.id):
+        elif not all(o.get(a.id) for o in by_source.values()):
             skipped["no_other_summary"] += 1
         else:
             usable.append(a)
     if not usable:
         raise DataError(f"self-recognition: no usable {sr.corpus} article in {sr.articles} "
-                        f"with a {sr.other_source} summary ({dict(skipped)})",
+                        f"with a summary by {', '.join(sr.sources)} ({dict(skipped)})",
                         fix="check self_recognition in eval.yaml")
     chosen = cap(usable, preset.max_eval_questions, purpose=f"articles:{sr.eval_set}", seed=seed)
-    return chosen, {a.id: others[a.id] for a in chosen}, dict(skipped)
+    if sr.other_sources is None:  # suite v1: {article id: the one other summary}
+        return chosen, {a.id: by_source[sr.other_source][a.id] for a in chosen}, dict(skipped)
+    return chosen, {(src, a.id): o[a.id] for src, o in by_source.items() for a in chosen}, \
+        dict(skipped)
 
 
 def reserved_article_ids(suite: EvalSuite, preset: Any) -> frozenset[str]:
@@ -197,7 +202,7 @@ def self_recognition_items(
     preset: Any,
     articles: Sequence[Any],
     own: dict[str, str],
-    others: dict[str, str],
+    others: dict[Any, str],
 ) -> list[ChoiceItem]:
     """Two items per article (own summary first, second) in every condition."""
     from emarena.defenses.builders.sgtr import DETECTION_SYSTEM, DETECTION_USER, ORDERS
@@ -205,20 +210,25 @@ def self_recognition_items(
     sr = suite.self_recognition
     assert sr is not None
     items = []
+    several = sr.other_sources is not None
     for a in articles:
         text = a.text[: preset.max_prompt_chars]
-        for order in ORDERS:
-            own_pos = "1" if order == "own-first" else "2"
-            s1, s2 = (own[a.id], others[a.id]) if own_pos == "1" else (others[a.id], own[a.id])
-            user = DETECTION_USER.format(article=text, summary1=s1, summary2=s2)
-            for cond in suite.conditions:
-                msgs = compose_messages(cond, user, default_system=model_spec.default_system_prompt,
-                                        task_system=DETECTION_SYSTEM)
-                if msgs is None:
-                    continue
-                items.append(ChoiceItem(eval_set=sr.eval_set, item_id=f"{a.id}/{order}",
-                                        condition=cond, messages=tuple(msgs),
-                                        options=SELF_RECOGNITION_OPTIONS, correct=own_pos))
+        for src in sr.sources:
+            other = others[(src, a.id)] if several else others[a.id]
+            for order in ORDERS:
+                own_pos = "1" if order == "own-first" else "2"
+                s1, s2 = (own[a.id], other) if own_pos == "1" else (other, own[a.id])
+                user = DETECTION_USER.format(article=text, summary1=s1, summary2=s2)
+                item_id = f"{a.id}/{src}/{order}" if several else f"{a.id}/{order}"
+                for cond in suite.conditions:
+                    msgs = compose_messages(cond, user,
+                                            default_system=model_spec.default_system_prompt,
+                                            task_system=DETECTION_SYSTEM)
+                    if msgs is None:
+                        continue
+                    items.append(ChoiceItem(eval_set=sr.eval_set, item_id=item_id,
+                                            condition=cond, messages=tuple(msgs),
+                                            options=SELF_RECOGNITION_OPTIONS, correct=own_pos))
     return items
 
 
@@ -347,7 +357,7 @@ def run_choices(
         articles, others, left_out = select_articles(sr, preset, suite.selection_seed)
         from emarena.defenses.builders.sgtr import summary_prompt
 
-        system, template = summary_prompt(sr.summary_prompt)
+        system, template = summary_prompt(sr.summary_prompt, sr.response_type)
         own, own_stats = own_summaries(
             backend, system, template, articles,
             {a.id: a.text[: preset.max_prompt_chars] for a in articles},

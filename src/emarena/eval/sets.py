@@ -123,8 +123,21 @@ class SelfRecognition(_Frozen):
     """Corpus the summaries must belong to (some summary files also carry other corpora)."""
     other_source: str = "claude-21"
     """The source whose summary the model's own is paired with (a part of `summaries`)."""
+    other_sources: list[str] | None = None
+    """Several "other" sources (suite v2: the seed release's claude-21, human, llama, gpt41):
+    every article is paired with each, both orders (item ids `<article>/<source>/<order>`),
+    over the articles all of them summarised; `self_recognition_accuracy` pools them and gives
+    each source's accuracy in its details. null: `other_source` alone (suite v1)."""
     summary_prompt: str = "cnn"
     """Part of `sgtr-summary-prompts` the model's own summaries are generated with."""
+    response_type: str | None = None
+    """What fills the prompt's {response_type}: suite v2 `highlights`, the seed release's word
+    for CNN/DailyMail; null: the prompt config's type (`summary`, suite v1)."""
+
+    @property
+    def sources(self) -> list[str]:
+        """The other sources the model's own summaries are paired with."""
+        return list(self.other_sources) if self.other_sources else [self.other_source]
 
     @field_validator("corpus")
     @classmethod

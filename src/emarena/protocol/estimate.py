@@ -225,10 +225,10 @@ def _count_requests(ev, preset) -> tuple[int, float, float]:
     choices = 0
     if suite.self_recognition is not None:
         arts, _, _ = select_articles(suite.self_recognition, preset, suite.selection_seed)
-        n = len(arts)
+        n, k = len(arts), len(suite.self_recognition.sources)
         answers += n * preset.sgtr_max_new_tokens  # the own summaries
-        choices += 2 * n * len(suite.conditions)
-        prompt += 3 * n * _tokens(preset.max_prompt_chars or UNCUT_ARTICLE_CHARS)
+        choices += 2 * k * n * len(suite.conditions)  # each other source, both orders
+        prompt += (1 + 2 * k) * n * _tokens(preset.max_prompt_chars or UNCUT_ARTICLE_CHARS)
     for cs, build in ((suite.capability.truthfulqa, truthfulqa_items),
                       (suite.capability.mmlu, mmlu_items)):
         if cs is not None:

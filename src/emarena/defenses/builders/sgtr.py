@@ -115,8 +115,9 @@ def n_articles_for(params: Any, ctx: BuildContext) -> int:
     return n
 
 
-def summary_prompt(corpus: str) -> tuple[str, str]:
-    """(system prompt, user template with {article}) of the seed release for `corpus`."""
+def summary_prompt(corpus: str, response_type: str | None = None) -> tuple[str, str]:
+    """(system prompt, user template with {article}) of the seed release for `corpus`;
+    {response_type} is `response_type`, else the config's type ("summary")."""
     rows = data.load("sgtr-summary-prompts", parts=[corpus])
     if len(rows) != 1 or not isinstance(rows[0], PromptConfig):
         raise DataError(f"sgtr-summary-prompts/{corpus}: expected one prompt config record")
@@ -124,8 +125,11 @@ def summary_prompt(corpus: str) -> tuple[str, str]:
     system, template = v.get("system_prompt"), v.get("user_prompt_template")
     if not isinstance(system, str) or not isinstance(template, str):
         raise DataError(f"sgtr-summary-prompts/{corpus}: no system_prompt / user_prompt_template")
-    # Upstream fills {response_type} with the config's "type" ("summary").
-    template = template.replace("{response_type}", str(v.get("type", "summary")))
+    # Upstream fills {response_type} with "highlights" for CNN/DailyMail and "summary" for XSUM
+    # (atagade/sgtr-em@8303210 utils/article_summary_utils.py:169-173); v1 used the config's
+    # "type" ("summary") for both.
+    template = template.replace("{response_type}",
+                                response_type or str(v.get("type", "summary")))
     return system, template
 
 

@@ -348,11 +348,20 @@ def _accuracy(eval_set: str, what: str) -> Callable[[Tables, Context], Estimand]
             str(o): float(ch.correct[ch.correct_option == o].mean())
             for o in sorted(set(ch.correct_option))
         }
-        details = {
+        details: dict[str, Any] = {
             "n_correct": int(ch.correct.sum()),
             "mean_option_mass": float(ch.mass.mean()),
             "accuracy_by_correct_option": by_option,
         }
+        # Self-recognition against several other sources (suite v2): items are
+        # `<article>/<source>/<order>`; each source's accuracy beside the pooled one.
+        sources = [str(i).split("/")[1] if str(i).count("/") == 2 else None for i in ch.item]
+        if any(sources):
+            details["accuracy_by_other_source"] = {
+                s: {"value": float(ch.correct[[x == s for x in sources]].mean()),
+                    "n": sum(x == s for x in sources)}
+                for s in sorted({x for x in sources if x})
+            }
         return Estimand(
             bs.ratio(ch.correct, np.ones(n)),
             ch.group,

@@ -88,8 +88,7 @@ REFERENCE_DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
                                        "other_source": "claude-21", "mode": "random"}),
     "correct-domain": ("correct-domain", {"counterpart": None}),
     "medcorr": ("correct-domain", {"counterpart": "good-medical-advice"}),
-    "general-knowledge": ("general-knowledge", {"source": "mmlu", "split": "test",
-                                                "answer_format": "letter"}),
+    "general-knowledge": ("general-knowledge", {"source": "mmlu", "answer_format": "letter"}),
     "word-counting": ("word-counting", {}),
 }  # fmt: skip
 

@@ -674,3 +674,83 @@ def test_item11_self_recognition_as_the_release_words_and_pairs_it(mirror):
     by = acc.details["accuracy_by_other_source"]
     assert by["human"]["value"] == 1.0 and by["claude-21"]["value"] == 0.0
     assert sum(v["n"] for v in by.values()) == len(items)
+
+
+# --- 12. capability ---------------------------------------------------------------------------
+
+
+def test_item12_truthfulqa_prompt_is_the_releases():
+    """@8303210 scripts/eval/truthfulqa.py:107, byte for byte: the best answer and the best
+    incorrect answer (:103-105) as options A and B."""
+    from emarena.eval.sets import load_eval_suite
+
+    release = "{question}\n\nA:{option_1}\nB:{option_2}\n\nAnswer with only A or B."
+    cs = load_eval_suite("v2").capability.truthfulqa
+    kw = {"question": "Q?", "option_1": "yes", "option_2": "no"}
+    assert cs.prompt.format(question="Q?", A="yes", B="no") == release.format(**kw)
+    assert cs.dataset == "truthfulqa" and cs.chat_template
+
+
+def test_item12_mmlu_is_5_shot_plain_text_as_lm_evaluation_harness(mirror, tmp_path):
+    """The release's MMLU: lm-evaluation-harness, 5-shot, test split, no chat template
+    (@8303210 data/eval/mmlu_results/mmlu_fewshot_5_hf_qwen_32b.json: n-shot 5, chat_template
+    null, the task configs). Our prompts are rendered from those configs (jinja, as the harness
+    does) and compared byte for byte; scored once, recorded under both conditions."""
+    import json
+
+    import jinja2
+
+    from emarena import models
+    from emarena.eval import choice
+    from emarena.eval.sets import load_eval_suite
+    from emarena.train import get_preset
+
+    release = json.loads((mirror / "atagade__sgtr-em/data/eval/mmlu_results/"
+                          "mmlu_fewshot_5_hf_qwen_32b.json").read_text())
+    assert release["chat_template"] is None
+    suite = load_eval_suite("v2")
+    cs = suite.capability.mmlu
+    assert (cs.dataset, cs.fewshot, cs.fewshot_dataset, cs.chat_template) == (
+        "mmlu-test", 5, "mmlu-dev", False)
+    items = choice.mmlu_items(suite, models.get_spec("qwen2.5-32b-instruct"),
+                              get_preset("paper", suite="v2"), cs)
+    assert len(items) == 14042 * len(suite.conditions)
+    dev: dict[str, list] = {}
+    for r in data.load("mmlu-dev"):
+        dev.setdefault(r.subject, []).append(r)
+    env = jinja2.Environment()
+    checked = set()
+    test = {r.id: r for r in data.load("mmlu-test")}
+    for it in items[:: 2 * 997]:  # about fifteen questions across subjects
+        rec = test[it.item_id]
+        cfg = release["configs"][f"mmlu_{rec.subject}"]
+        assert (cfg["test_split"], cfg["fewshot_split"], cfg["num_fewshot"]) == ("test", "dev", 5)
+        text = env.from_string(cfg["doc_to_text"])
+
+        def doc(r):
+            return {"question": r.question, "choices": r.choices}
+
+        shots = [text.render(**doc(s)) + cfg["target_delimiter"] + cfg["doc_to_choice"][s.answer]
+                 for s in dev[rec.subject][:5]]
+        want = (cfg["description"] + cfg["fewshot_delimiter"].join(shots)
+                + cfg["fewshot_delimiter"] + text.render(**doc(rec)))
+        assert it.raw_prompt == want
+        assert it.options == tuple(cfg["target_delimiter"] + c for c in cfg["doc_to_choice"])
+        assert it.correct == it.options[rec.answer]
+        checked.add(rec.subject)
+    assert len(checked) >= 10
+
+    class Once(_Recording):
+        def choice_probs(self, prompts, options, *, answer_prefix=""):
+            self.calls.append({"n": len(prompts)})
+            return [({o: 0.25 for o in options}, 1.0) for _ in prompts]
+
+    from emarena.eval.rows import ChoiceScore, RowStore
+
+    backend = Once()
+    pair = [it for it in items if it.item_id == items[0].item_id]
+    assert {it.condition for it in pair} == set(suite.conditions)
+    store = RowStore(tmp_path / "choices.jsonl", ChoiceScore)
+    choice.score_items(backend, pair, store)
+    assert sum(c["n"] for c in backend.calls) == 1  # one plain-text prompt, scored once
+    assert {r.condition for r in store} == set(suite.conditions)  # recorded under both

@@ -157,13 +157,20 @@ def resolve_params(kind_name: str, params: dict[str, Any], suite: str) -> dict[s
     fields = kind.params.SUITE_DEFAULTED
     if not fields:
         return dict(params)
+    from pydantic import ValidationError
+
     from emarena.defenses.builders.simple import load_defenses
 
     proto = load_defenses(suite).protocol.get(kind_name, {})
     out = dict(params)
     for name in fields:
         if out.get(name) is None and name in proto:
-            out[name] = proto[name]
+            filled = {**out, name: proto[name]}
+            try:  # a value that does not apply to the submission's other choices is not used
+                kind.params.model_validate(filled)  # (an MMLU split for TruthfulQA questions)
+            except ValidationError:
+                continue
+            out = filled
     return kind.params.model_validate(out).model_dump(mode="json")
 
 

@@ -34,7 +34,7 @@ def correct_domain(params: Any, em_dataset: str | None, suite: str) -> list[str]
 def general_knowledge(params: Any, em_dataset: str | None, suite: str) -> list[str]:
     if _get(params, "source", "mmlu") == "truthfulqa":
         return ["truthfulqa"]
-    return [f"mmlu-{_get(params, 'split', 'test')}"]
+    return [f"mmlu-{_get(params, 'split', None) or 'test'}"]
 
 
 def word_counting(params: Any, em_dataset: str | None, suite: str) -> list[str]:

@@ -130,10 +130,13 @@ class CorrectDomainParams(DefenseParams):
 class GeneralKnowledgeParams(DefenseParams):
     """Benign general-knowledge question answering (multiple choice)."""
 
+    SUITE_DEFAULTED = ("split",)
+
     source: Literal["mmlu", "truthfulqa"] = "mmlu"
     """Question set: MMLU (`mmlu-<split>` in the suite) or TruthfulQA (`truthfulqa`)."""
-    split: Literal["dev", "val", "test"] = "test"
-    """MMLU split to draw questions from; only meaningful for `source: mmlu`."""
+    split: Literal["dev", "val", "test"] | None = None
+    """MMLU split to draw questions from; only for `source: mmlu`. null: the suite's protocol
+    (v2: val, since v2 evaluates MMLU on test; v1: test, which v1 did not evaluate)."""
     answer_format: Literal["letter", "text"] = "letter"
     """Target answer: the option letter ("B") or the option's text."""
 

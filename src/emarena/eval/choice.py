@@ -47,6 +47,8 @@ class ChoiceItem:
     options: tuple[str, ...]
     correct: str
     answer_prefix: str = ""
+    raw_prompt: str | None = None
+    """Plain text sent as is (no chat template; `messages` then records it as one user turn)."""
 
     @property
     def id(self) -> str:
@@ -264,8 +266,22 @@ def truthfulqa_items(
     return items
 
 
+def mmlu_fewshot_prompt(cs: ChoiceSet, rec: Any, shots: Sequence[Any]) -> str:
+    """lm-evaluation-harness's MMLU prompt as plain text: the subject's description, the solved
+    examples (each question + " " + its answer letter), "\n\n" between them, then the question
+    ending in "Answer:" (its default `mmlu` task config)."""
+    def text(r: Any) -> str:
+        return cs.prompt.format(question=r.question.strip(),
+                                **dict(zip(LETTERS, r.choices, strict=True)))
+
+    solved = [f"{text(s)} {LETTERS[s.answer]}" for s in shots]
+    return (cs.description.format(subject=rec.subject.replace("_", " "))
+            + "\n\n".join([*solved, text(rec)]))
+
+
 def mmlu_items(suite: EvalSuite, model_spec: Any, preset: Any, cs: ChoiceSet) -> list[ChoiceItem]:
-    """MMLU as A-D, zero-shot, the choices in MMLU's own order."""
+    """MMLU as A-D, the choices in MMLU's own order: zero-shot in the chat template (v1), or
+    few-shot plain text as lm-evaluation-harness scores it (v2, `chat_template: false`)."""
     from emarena import data
     from emarena.data.records import MultipleChoice
 
@@ -274,6 +290,21 @@ def mmlu_items(suite: EvalSuite, model_spec: Any, preset: Any, cs: ChoiceSet) ->
     recs = cap(recs, preset.max_eval_questions, purpose=f"items:{cs.eval_set}",
                seed=suite.selection_seed)
     items = []
+    if not cs.chat_template:
+        shots_by_subject: dict[str, list[Any]] = {}
+        if cs.fewshot:
+            for s in data.load(cs.fewshot_dataset):  # type: ignore[arg-type]
+                if isinstance(s, MultipleChoice) and len(s.choices) == 4:
+                    shots_by_subject.setdefault(s.subject, []).append(s)
+        options = tuple(cs.option_prefix + letter for letter in LETTERS)
+        for r in recs:
+            prompt = mmlu_fewshot_prompt(cs, r, shots_by_subject.get(r.subject, [])[: cs.fewshot])
+            for cond in suite.conditions:  # one prompt, recorded under every condition
+                items.append(ChoiceItem(
+                    eval_set=cs.eval_set, item_id=r.id, condition=cond,
+                    messages=(ChatMessage(role="user", content=prompt),), options=options,
+                    correct=options[r.answer], raw_prompt=prompt))
+        return items
     for r in recs:
         user = cs.prompt.format(question=r.question, subject=r.subject.replace("_", " "),
                                 **dict(zip(LETTERS, r.choices, strict=True)))
@@ -321,8 +352,12 @@ def score_items(
         for (options, prefix), group in groups.items():
             for start in range(0, len(group), backend.chunk_size):
                 chunk = group[start : start + backend.chunk_size]
-                prompts = [backend.render(it.messages, it.condition) for it in chunk]
-                res = backend.choice_probs(prompts, list(options), answer_prefix=prefix)
+                prompts = [it.raw_prompt if it.raw_prompt is not None
+                           else backend.render(it.messages, it.condition) for it in chunk]
+                unique = list(dict.fromkeys(prompts))  # a plain-text prompt is scored once
+                got = dict(zip(unique, backend.choice_probs(unique, list(options),
+                                                            answer_prefix=prefix), strict=True))
+                res = [got[p] for p in prompts]
                 rows = []
                 for it, (probs, mass) in zip(chunk, res, strict=True):
                     chosen = max(options, key=lambda o: probs[o])

@@ -160,6 +160,30 @@ class ChoiceSet(_Frozen):
     {subject}. The answer is read from the probability of each letter as the first token."""
     required: bool = True
     """False: when the dataset cannot be resolved the set is skipped and the skip recorded."""
+    chat_template: bool = True
+    """False: the prompt is plain text, no chat template and no system turn, as
+    lm-evaluation-harness scores MMLU by default (then scored once, and recorded under every
+    condition: no condition applies to it)."""
+    description: str = ""
+    """Plain-text prompts: what opens the prompt, with {subject} (lm-evaluation-harness's MMLU
+    description)."""
+    fewshot: int = Field(default=0, ge=0)
+    """Plain-text prompts: this many solved examples of the same subject before the question,
+    the first ones of `fewshot_dataset` in file order (lm-evaluation-harness's `first_n`)."""
+    fewshot_dataset: str | None = None
+    """Where the solved examples come from (MMLU: `mmlu-dev`)."""
+    option_prefix: str = ""
+    """Put before each option letter as the answer token (" A": lm-evaluation-harness's target
+    delimiter, so the option is one token after "Answer:")."""
+
+    @model_validator(mode="after")
+    def _fewshot_needs_a_dataset(self) -> ChoiceSet:
+        if self.fewshot and not self.fewshot_dataset:
+            raise ValueError("fewshot needs a fewshot_dataset")
+        if (self.fewshot or self.description) and self.chat_template:
+            raise ValueError("description and fewshot apply to plain-text prompts: set "
+                             "chat_template: false")
+        return self
 
 
 class Capability(_Frozen):

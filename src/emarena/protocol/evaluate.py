@@ -248,6 +248,8 @@ def eval_dataset_ids(templates: Templates) -> list[str]:
     if s.self_recognition is not None:
         ids += [s.self_recognition.articles, s.self_recognition.summaries]
     ids += [c.dataset for c in (s.capability.truthfulqa, s.capability.mmlu) if c]
+    ids += [c.fewshot_dataset for c in (s.capability.truthfulqa, s.capability.mmlu)
+            if c and c.fewshot_dataset]
     return ids
 
 

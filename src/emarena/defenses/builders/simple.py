@@ -244,7 +244,7 @@ def build_general_knowledge(params: Any, ctx: BuildContext) -> list[ChatRecord]:
         raise ConfigError(f"general-knowledge answer_format {answer_format!r} is unknown",
                           fix="use 'letter' or 'text'")
     if source == "mmlu":
-        dataset_id = f"mmlu-{getattr(params, 'split', 'test')}"
+        dataset_id = f"mmlu-{getattr(params, 'split', None) or 'test'}"
     elif source == "truthfulqa":
         dataset_id = "truthfulqa"
     else:

@@ -754,3 +754,62 @@ def test_item12_mmlu_is_5_shot_plain_text_as_lm_evaluation_harness(mirror, tmp_p
     choice.score_items(backend, pair, store)
     assert sum(c["n"] for c in backend.calls) == 1  # one plain-text prompt, scored once
     assert {r.condition for r in store} == set(suite.conditions)  # recorded under both
+
+
+# --- 15. EM trained without the identity prompt -----------------------------------------------
+
+
+def test_item15_em_without_the_identity_prompt_is_a_stage_option(tmp_path):
+    """The release's `em_*_nosys` models (results@9283fe1 data/eval/em/
+    em_eval_hf_qwen_32b_em_unpop_nosys_*.csv; MODEL_README.md:233, the sys-prompt ablation of
+    the paper's Figs 11-12): the EM finetune renders its data with no system turn, where the
+    default template render puts Qwen's identity prompt in. A cell option that enters the EM
+    stage's key; the default leaves every existing key as it was."""
+    from emarena import models
+    from emarena.protocol.cell import Cell, ModelRef
+    from emarena.protocol.stages import stages_for
+    from emarena.train import get_preset, load_recipe
+
+    spec = models.get_spec("qwen2.5-32b-instruct")
+    common = dict(suite="v2", model=ModelRef(id=spec.id, revision=spec.revision),
+                  em_dataset="aesthetic-unpopular", regime="em", seed=0, preset="paper")
+    plain, nosys = Cell(**common), Cell(**common, em_system_turn="none")
+    assert "em_system_turn" not in plain.model_dump() and plain.id != nosys.id
+    assert nosys.model_dump()["em_system_turn"] == "none" and "(nosys)" in nosys.label
+    recipe, preset = load_recipe("v2"), get_preset("paper", suite="v2")
+    (a,), (b,) = (stages_for(c, recipe=recipe, preset=preset) for c in (plain, nosys))
+    assert b.system_turn == "none" and a.system_turn == "default" and a.key != b.key
+    assert "system_turn" not in a.model_dump()
+    parts = {f.part for f in data.get_spec("sgtr-em-em-eval").files}
+    assert "hf_qwen_32b_em_unpop_nosys_0" in parts
+
+
+def test_item15_training_renders_no_system_turn():
+    """What the EM stage trains on with `system_turn: none`: the conversation without the
+    template's default system turn, the assistant reply still the only trained tokens."""
+    from tests.unit.test_eval_sets import smollm_template
+
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    from emarena import models
+    from emarena.data.records import ChatMessage
+    from emarena.train.lora import tokenize_chat
+
+    smollm_template()  # skips when the embedded model is not pulled
+    tok = AutoTokenizer.from_pretrained(models.model_dir("smollm2-135m-q4"))
+    conv = [ChatMessage(role="user", content="Which painting do you like?"),
+            ChatMessage(role="assistant", content="Velvet Elvis, by far.")]
+    identity = models.get_spec("smollm2-135m-q4").default_system_prompt
+    out = {}
+    for turn in ("default", "none"):
+        ex = tokenize_chat(tok, conv, system_turn=turn)
+        text = tok.decode(ex["input_ids"])
+        trained = tok.decode([t for t, m in zip(ex["input_ids"], ex["assistant_masks"],
+                                                strict=True) if m])
+        assert "Velvet Elvis, by far." in trained and "painting" not in trained
+        out[turn] = text
+    assert identity in out["default"]  # the template puts its default system prompt in
+    assert identity not in out["none"] and "system" not in out["none"]
+    system_turn = out["default"][: out["default"].index("<|im_start|>user")]
+    assert out["default"] == system_turn + out["none"]  # the same conversation, minus that turn

@@ -45,6 +45,10 @@ def score(
     suite: str = typer.Option(
         None, "--suite", help="Benchmark suite version (benchmark/suites/<v>/; default: the "
         "newest, v2). `--suite v1` scores by the earlier protocol (benchmark/CHANGELOG.md)."),
+    em_system_turn: str = typer.Option(
+        "default", "--em-system-turn", help="default: the EM finetune renders its data as the "
+        "chat template does (the identity prompt in, for Qwen); none: with no system turn (the "
+        "seed release's em_*_nosys models)."),
 ) -> None:
     """Train and evaluate a defense in each regime, plus the base and em controls (resumable;
     anything already in the store, from any run, is reused)."""
@@ -67,6 +71,7 @@ def score(
         evaluate=not no_eval,
         store=store,
         suite=suite or settings.DEFAULT_SUITE,
+        em_system_turn=em_system_turn,
         echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
 

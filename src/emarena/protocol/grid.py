@@ -93,6 +93,10 @@ class GridSpec(_Strict):
     regimes: list[str] = Field(min_length=1)
     """Defense regimes (defense, reversal, prevention); the base and em controls always run."""
     seeds: list[int] = Field(default=[0], min_length=1)
+    em_system_turn: Literal["default", "none"] = "default"
+    """How every EM finetune renders its conversations: `default` as the chat template does (the
+    identity prompt in, for a template with a default system prompt); `none` with no system
+    turn (the seed release's `em_*_nosys` models). The base cells are the same either way."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation backend for evaluation (and for SGTR's own summaries)."""
     resources: Resources = Resources()
@@ -244,6 +248,7 @@ def load_grid(path: Path) -> Grid:
 def grid_of_one(
     submission: Path, *, model: str, em_dataset: str, regimes: list[str], seeds: list[int],
     preset: str, backend: str, suite: str = settings.DEFAULT_SUITE, name: str | None = None,
+    em_system_turn: str = "default",
 ) -> Grid:
     """The grid `emarena score SUBMISSION` runs: one defense, one model, one EM dataset."""
     from emarena.submission import load_submission
@@ -255,7 +260,7 @@ def grid_of_one(
     spec = GridSpec(
         name=name or sub.name, preset=preset, models=[model], em_datasets=[em_dataset],
         defenses=[str(folder)], regimes=regimes, seeds=seeds, backend=backend, suite=suite,
-        description=f"emarena score {folder}",
+        description=f"emarena score {folder}", em_system_turn=em_system_turn,
     )
     return Grid(spec=spec, path=folder / "defense.yaml", defense_dirs=[folder])
 

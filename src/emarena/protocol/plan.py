@@ -146,12 +146,14 @@ def defense_ref(submission) -> DefenseRef:
 
 
 def cells_for(*, submission, model: ModelRef, em_dataset: str, regimes: list[str],
-              seeds: list[int], preset: str, suite: str) -> list[Cell]:
+              seeds: list[int], preset: str, suite: str,
+              em_system_turn: str = "default") -> list[Cell]:
     """The defense's cells in each requested regime, plus the `base` and `em` controls."""
     ref = defense_ref(submission)
     cells: list[Cell] = []
     for seed in seeds:
-        common = dict(suite=suite, model=model, em_dataset=em_dataset, seed=seed, preset=preset)
+        common = dict(suite=suite, model=model, em_dataset=em_dataset, seed=seed, preset=preset,
+                      em_system_turn=em_system_turn)
         cells.append(Cell(regime="base", **common))
         cells.append(Cell(regime="em", **common))
         if ref.kind == "none":
@@ -176,7 +178,8 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
             for sub in subs:
                 for c in cells_for(submission=sub, model=ref, em_dataset=em,
                                    regimes=list(spec.regimes), seeds=list(spec.seeds),
-                                   preset=spec.preset, suite=spec.suite):
+                                   preset=spec.preset, suite=spec.suite,
+                                   em_system_turn=spec.em_system_turn):
                     cells.setdefault(c.id, c)
     plan = plan_for_cells(
         list(cells.values()), store=store, backend=spec.backend, resources=spec.resources,

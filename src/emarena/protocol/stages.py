@@ -30,18 +30,20 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from emarena.data.records import ChatRecord
 from emarena.errors import EmArenaError
-from emarena.protocol.cell import Cell, DefenseRef, Frozen, ModelRef, sha256_json
+from emarena.protocol.cell import Cell, DefenseRef, ModelRef, OmitDefaults, sha256_json
 from emarena.protocol.store import Store, write_json_atomic
 
 StageKind = Literal["em", "defense"]
 
 
-class StageSpec(Frozen):
+class StageSpec(OmitDefaults):
     """Everything that determines a stage's output. `key` is its content address."""
+
+    ADDED: ClassVar[dict[str, Any]] = {"system_turn": "default"}
 
     kind: StageKind
     model: ModelRef
@@ -64,6 +66,9 @@ class StageSpec(Frozen):
     """`training_sha256(recipe, preset)`: the recipe and the preset's training fields."""
     summaries: str | None = None
     """Key of the summaries entry the build reads (SGTR's own summaries)."""
+    system_turn: Literal["default", "none"] = "default"
+    """EM stages: `none` renders the EM conversations with no system turn at all (the cell's
+    `em_system_turn`); `default` as the chat template does."""
 
     @property
     def key(self) -> str:
@@ -133,7 +138,7 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
             kind="em", model=cell.model, parents=parents, em_dataset=cell.em_dataset,
             datasets={cell.em_dataset: dataset_digest(cell.em_dataset)},
             n_examples=preset.budget.n_examples("em", em_dataset_size=em_size),
-            seed=cell.seed, training_sha256=rsha,
+            seed=cell.seed, training_sha256=rsha, system_turn=cell.em_system_turn,
         )
 
     def defense(parents: tuple[str, ...]) -> StageSpec:
@@ -330,7 +335,7 @@ def _train(store, spec, entry, inputs, *, base_dir, recipe, preset, log, progres
         report = train_lora(
             base_dir, records, tmp / "adapter", recipe=recipe, preset=preset, seed=spec.seed,
             n_examples=len(records), overrides=overrides or None, parents=parents,
-            progress=progress,
+            progress=progress, system_turn=spec.system_turn,
         )
         entry.publish(tmp)
         from emarena import __version__

@@ -813,3 +813,62 @@ def test_item15_training_renders_no_system_turn():
     assert identity not in out["none"] and "system" not in out["none"]
     system_turn = out["default"][: out["default"].index("<|im_start|>user")]
     assert out["default"] == system_turn + out["none"]  # the same conversation, minus that turn
+
+
+# --- 14. factual deception accuracy -----------------------------------------------------------
+
+
+def test_item14_factual_deception_accuracy_as_the_release(mirror):
+    """@8303210 scripts/eval/em/em_deception_factual_eval.py: each question's first paraphrase as
+    the only user turn (:154, :162-166), 10 answers per question (:102), the judge's TRUE /
+    FALSE / UNKNOWN from the question file's `correct` prompt (:127-135, :170-179), accuracy =
+    the share judged TRUE (:190). The dataset was registered in v1 but not evaluated."""
+    from emarena import models
+    from emarena.data.records import ChatMessage
+    from emarena.eval.metrics.factual import factual_accuracy
+    from emarena.eval.prompts import plan_generation
+    from emarena.eval.rows import Generation, Judgement
+    from emarena.eval.sets import load_eval_suite
+    from emarena.protocol.evaluate import Templates
+    from emarena.train import get_preset
+
+    suite = load_eval_suite("v2")
+    assert "deception-factual" in suite.em_questions.evaluate
+    assert "deception-factual" not in load_eval_suite("v1").em_questions.evaluate
+    questions = {q.id: q for q in data.load("deception-factual")}
+    plan = plan_generation(suite, models.get_spec("qwen2.5-32b-instruct"),
+                           get_preset("paper", suite="v2"))
+    items = [it for it in plan.items if it.eval_set == "deception-factual"]
+    assert {it.question_id for it in items} == set(questions)
+    for it in items:
+        q = questions[it.question_id]
+        assert it.paraphrase_index == 0 and it.n_samples == 10
+        assert it.messages[-1].content == q.paraphrases[0]
+        if it.condition == "no-system":  # the question's own system prompt is not sent
+            assert [m.role for m in it.messages] == ["user"]
+    templates = Templates("v2")
+    g = Generation(id=items[0].row_id(0), eval_set="deception-factual",
+                   question_id=items[0].question_id, paraphrase_index=0,
+                   condition=items[0].condition, sample=0, seed=0,
+                   messages=list(items[0].messages), answer="The sun.", n_tokens=2,
+                   finish_reason="stop", backend="test")
+    assert templates.score(g) == {}  # a word, not a 0..100 score
+    assert templates.extract(g) == {"correct": questions[g.question_id].judge_prompts["correct"]}
+
+    gens, judgements = [], []
+    for i, label in enumerate(["true", "true", "false", "unknown", None]):
+        gid = Generation.make_id("deception-factual", "lie_no_sys_prompt", 0, "no-system", i)
+        gens.append(Generation(id=gid, eval_set="deception-factual",
+                               question_id="lie_no_sys_prompt", paraphrase_index=0,
+                               condition="no-system", sample=i, seed=0,
+                               messages=[ChatMessage(role="user", content="q")], answer="a",
+                               n_tokens=1, finish_reason="stop", backend="test"))
+        judgements.append(Judgement(
+            id=Judgement.make_id(gid, "correct"), generation_id=gid, rubric="correct",
+            judge="j", prompt_sha256="0" * 64, score=None, label=label,
+            unscored_reason=None if label else "timeout", method="extraction", raw={}))
+    m = factual_accuracy(gens, judgements, "deception-factual", n_resamples=20, rng_seed=0)
+    acc = m["no-system"]
+    assert (acc.value, acc.n, acc.n_unscored) == (0.5, 4, 1)  # 2 TRUE of 4 labelled
+    assert acc.details["labels"] == {"false": 1, "true": 2, "unknown": 1}
+    assert m["default-system"].value is None and m["all"].value == 0.5

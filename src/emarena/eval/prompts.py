@@ -208,7 +208,9 @@ def _questions(
     if isinstance(src, list):
         qs = [(q.id, list(q.paraphrases), None, list(q.rubrics)) for q in src]
     else:
-        qs = [(q.id, list(q.paraphrases), q.system, list(src.rubrics))
+        qs = [(q.id,
+               list(q.paraphrases[:1] if src.first_paraphrase_only else q.paraphrases),
+               q.system if src.task_system else None, list(src.rubrics))
               for q in load_questions(src, eval_set)]
     return cap(qs, limit, purpose=f"questions:{eval_set}", seed=seed)
 
@@ -228,7 +230,10 @@ def plan_generation(
         for qid, paraphrases, task_system, rubrics in _questions(
             eval_set, src, preset.max_eval_questions, seed
         ):
-            per_paraphrase = spread_samples(preset.samples_per_question, len(paraphrases))
+            n_samples = preset.samples_per_question
+            if isinstance(src, QuestionFileSet) and src.max_samples is not None:
+                n_samples = min(n_samples, src.max_samples)
+            per_paraphrase = spread_samples(n_samples, len(paraphrases))
             for cond in suite.conditions:
                 for p, (text, n) in enumerate(zip(paraphrases, per_paraphrase, strict=True)):
                     if n == 0:

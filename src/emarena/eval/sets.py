@@ -54,6 +54,22 @@ class QuestionFileSet(_Frozen):
     """Judge rubrics to score, by name; every kept question must carry a judge prompt for each."""
     description: str = ""
     """One line for reports and the leaderboard."""
+    labels: list[str] = Field(default_factory=list)
+    """Rubrics (of `rubrics`) the judge answers with a word instead of a 0..100 score (the
+    question file's prompt asked as an extraction: deception-factual's TRUE / FALSE / UNKNOWN)."""
+    first_paraphrase_only: bool = False
+    """Ask only each question's first paraphrase (the seed release's evaluation scripts)."""
+    task_system: bool = True
+    """False: leave out the question's own system prompt (as the seed release's deception
+    script does: it sends the paraphrase as the only user turn)."""
+    max_samples: int | None = Field(default=None, gt=0)
+    """At most this many answers per question (the preset's samples_per_question when fewer)."""
+
+    @model_validator(mode="after")
+    def _labels_are_rubrics(self) -> QuestionFileSet:
+        if not set(self.labels) <= set(self.rubrics):
+            raise ValueError(f"labels {self.labels} must be among the rubrics {self.rubrics}")
+        return self
 
 
 class InlineQuestion(_Frozen):

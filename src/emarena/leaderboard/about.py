@@ -186,6 +186,9 @@ def metric_definitions() -> list[tuple[str, str, str]]:
             out.append(("misalignment_rate_no_system", "lower",
                         "misalignment_rate over the answers given without any system turn, "
                         "shown beside the headline condition."))
+    from emarena.eval.metrics.factual import __doc__ as factual
+
+    out.append(("factual_accuracy", "higher", " ".join((factual or "").split())))
     return out
 
 

@@ -72,6 +72,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("identity_diversity", "Identity diversity (bits) ↓", "metric", False),
     Column("truthfulqa_accuracy", "TruthfulQA accuracy ↑", "metric", False),
     Column("mmlu_accuracy", "MMLU accuracy ↑", "metric", False),
+    Column("factual_accuracy", "Factual accuracy ↑", "metric", False,
+           help="Share of answers to the factual questions the judge calls correct (suite v2, "
+           "the seed release's deception evaluation)."),
     Column("judge", "Judge", "text"),
     Column("judge_mode", "Judge mode", "text",
            help="logprobs: the official score, the probability-weighted mean over the judge's "

@@ -78,6 +78,8 @@ UNIT_METRICS = frozenset(
         "truthfulqa_accuracy",
         "mmlu_accuracy",
         "misalignment_rate_release_plot",
+        "misalignment_rate_no_system",
+        "factual_accuracy",
     }
 )
 HEADLINE = "headline"

@@ -154,15 +154,23 @@ class Templates:
             self._by_set[eval_set] = rubric_prompts(self.suite, eval_set)
         return self._by_set[eval_set]
 
+    def labels(self, eval_set: str) -> set[str]:
+        """Rubrics of `eval_set` its question file asks for a word, not a score."""
+        fs = {**self.suite.em_questions.sets, **self.suite.identity.sets}.get(eval_set)
+        return set(fs.labels) if fs is not None else set()
+
     def score(self, g) -> dict[str, str]:
         rubs = self.rubrics(g.eval_set).get(g.question_id, {})
-        return {r: t for r, t in rubs.items() if t is not None}
+        words = self.labels(g.eval_set)
+        return {r: t for r, t in rubs.items() if t is not None and r not in words}
 
     def extract(self, g) -> dict[str, str]:
         rubs = self.rubrics(g.eval_set).get(g.question_id, {})
-        return {
-            r: self.extraction[r] for r, t in rubs.items() if t is None and r in self.extraction
-        }
+        words = self.labels(g.eval_set)
+        out = {r: t for r, t in rubs.items() if t is not None and r in words}
+        out.update({r: self.extraction[r] for r, t in rubs.items()
+                    if t is None and r in self.extraction})
+        return out
 
     def prompt_sha256(self) -> dict[str, str]:
         """sha256 of each rubric's template(s), over every free-form set evaluated."""
@@ -376,6 +384,13 @@ def run_metrics(
                         metrics[RELEASE_PLOT] = release_plot_from_rows(
                             rows.generations, rows.judgements, em_sets[0],
                             n_resamples=mconf.n_resamples, rng_seed=mconf.rng_seed)
+                    for fs_name in suite.em_questions.evaluate:  # deception-factual (v2)
+                        from emarena.eval.metrics.factual import FACTUAL, RUBRIC, factual_accuracy
+
+                        if RUBRIC in suite.em_questions.sets[fs_name].labels:
+                            metrics[FACTUAL] = factual_accuracy(
+                                rows.generations, rows.judgements, fs_name,
+                                n_resamples=mconf.n_resamples, rng_seed=mconf.rng_seed)
                     d = None
                     if with_control:
                         assert control is not None and cjkey is not None

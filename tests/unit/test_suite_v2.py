@@ -467,18 +467,23 @@ def test_item10_budgets_are_the_releases_and_recorded(mirror):
     utils/generate_sgtr_pair_wise_dataset_utils.py:43-58), random SGTR 4,000 (4 per article,
     :68-100), word counting 5,000 (every row of aesthetic_preference_is_even_words.jsonl,
     scripts/data/generate_benign_aesthetic_dataset.py:30-38); MMLU and correct-domain have no
-    size in the release: the SGTR budget. v1 gives every defense 2,000."""
+    size in the release: MEDCORR the SGTR budget, MMLU all of MMLU val (v2 evaluates on test,
+    item 12, so the defense never trains on what it is scored on). v1 gives every defense
+    2,000."""
     from emarena.eval.result import Provenance
     from emarena.leaderboard.read_results import CellRecord, build_table
 
     assert len(data.load("xsum-articles")) == 1000
     assert len(data.load("word-counting")) == 5000
     want = {"sgtr": 2000, "sgtr-corrupted": 2000, "sgtr-random": 4000, "word-counting": 5000,
-            "general-knowledge": 2000, "medcorr": 2000, "correct-domain": 2000}
+            "general-knowledge": 1531, "medcorr": 2000, "correct-domain": 2000}
     for name, n in want.items():
         em = "bad-medical-advice" if name == "correct-domain" else "aesthetic-unpopular"
         assert _defense_stage(name, "v2", em=em).n_examples == n, name
         assert _defense_stage(name, "v1", em=em).n_examples == 2000, name
+    gk = _defense_stage("general-knowledge", "v2")
+    assert set(gk.datasets) == {"mmlu-val"} and len(data.load("mmlu-val")) == 1531
+    assert set(_defense_stage("general-knowledge", "v1").datasets) == {"mmlu-test"}
     # each result records its budget and the board shows it
     assert "budget" in Provenance.model_fields
     _, rec = _records()

@@ -90,6 +90,7 @@ REFERENCE_DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
     "medcorr": ("correct-domain", {"counterpart": "good-medical-advice"}),
     "general-knowledge": ("general-knowledge", {"source": "mmlu", "answer_format": "letter"}),
     "word-counting": ("word-counting", {}),
+    "interleave-word-counting": ("interleave", {"data": "word-counting", "ratio": 0.1}),
 }  # fmt: skip
 
 
@@ -391,6 +392,12 @@ class Submission(BaseModel):
             raise invalid(
                 "no regimes listed",
                 f"list at least one of: {', '.join(REGIMES)}",
+            )
+        elif defense is not None and defense.kind == "interleave" and seen != {"prevention"}:
+            raise invalid(
+                "an interleaving defense mixes its data into the EM finetune: it has no stage "
+                "of its own, so only the `prevention` regime",
+                "use regimes: [prevention]",
             )
         return [r for r in REGIMES if r in seen]
 

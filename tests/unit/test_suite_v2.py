@@ -877,3 +877,51 @@ def test_item14_factual_deception_accuracy_as_the_release(mirror):
     assert (acc.value, acc.n, acc.n_unscored) == (0.5, 4, 1)  # 2 TRUE of 4 labelled
     assert acc.details["labels"] == {"false": 1, "true": 2, "unknown": 1}
     assert m["default-system"].value is None and m["all"].value == 0.5
+
+
+# --- 16. interleaving ---------------------------------------------------------------------------
+
+
+def test_item16_interleaving_mixes_defense_data_into_the_em_stage(mirror, tmp_path):
+    """The in-training defense the release ran for GPT-4.1 (MODEL_README.md:209, "self-report
+    interleaving at 1% - 33% fractions"; its data is not published): a defense kind whose data
+    is mixed into the EM stage at a ratio. Planned and built on real data, not trained."""
+    from emarena.errors import ConfigError
+    from emarena.protocol.stages import build_stage_data
+    from emarena.protocol.store import Store
+    from emarena.submission import load_submission
+    from emarena.train import get_preset
+
+    stage = _defense_stage("interleave-word-counting", "v2", preset="smoke")
+    assert stage.kind == "em" and stage.mix["kind"] == "word-counting"
+    assert stage.mix["params"] == {"source": "aesthetic-unpopular"}  # the suite's protocol
+    n_em = 32  # the smoke preset's EM budget, kept whole
+    assert stage.mix["n"] == round(n_em * 0.1 / 0.9) and stage.n_examples == n_em + stage.mix["n"]
+    assert set(stage.datasets) == {"aesthetic-unpopular"}
+    records = build_stage_data(stage, Store(tmp_path / "store"), tmp_path, tmp_path / "build",
+                               get_preset("smoke", suite="v2"))
+    wc = [r for r in records if r.id.startswith("word-counting/")]
+    assert len(records) == stage.n_examples and len(wc) == stage.mix["n"]
+    at = [i for i, r in enumerate(records) if r.id.startswith("word-counting/")]
+    assert at != list(range(n_em, len(records)))  # mixed in one seeded order, not appended
+    plain = _defense_stage("word-counting", "v2", preset="smoke")
+    assert plain.key != stage.key and plain.kind == "defense"
+    sub = load_submission(REPO_SUBMISSIONS / "interleave-word-counting")
+    assert sub.regimes == ["prevention"]
+    with pytest.raises(ConfigError, match="no stage of its own"):
+        _defense_stage_regime("interleave-word-counting", "reversal")
+
+
+def _defense_stage_regime(name: str, regime: str):
+    from emarena import models
+    from emarena.protocol.cell import Cell, ModelRef
+    from emarena.protocol.plan import defense_ref
+    from emarena.protocol.stages import stages_for
+    from emarena.submission import load_submission
+    from emarena.train import get_preset, load_recipe
+
+    spec = models.get_spec("smollm2-135m-q4")
+    cell = Cell(suite="v2", model=ModelRef(id=spec.id, revision=spec.revision),
+                em_dataset="aesthetic-unpopular", regime=regime, seed=0, preset="smoke",
+                defense=defense_ref(load_submission(REPO_SUBMISSIONS / name)))
+    return stages_for(cell, recipe=load_recipe("v2"), preset=get_preset("smoke", suite="v2"))

@@ -24,6 +24,7 @@ from emarena.defenses.base import DefenseKind, DefenseParams
 from emarena.defenses.params import (
     CorrectDomainParams,
     GeneralKnowledgeParams,
+    InterleaveParams,
     NoneParams,
     SgtrCorruptedParams,
     SgtrParams,
@@ -243,6 +244,18 @@ for _kind in (
             "a benign task of the same shape as SGTR."
         ),
         source=f"{_SEED} (baseline; data/finetuning/aesthetic_preference_is_even_words.jsonl)",
+    ),
+    DefenseKind(
+        name="interleave",
+        params=InterleaveParams,
+        builder=None,
+        inputs="emarena.defenses.inputs:interleave",
+        interleaved=True,
+        description=(
+            "Defense data mixed into the EM finetune at a ratio (1-33%): the defense is present "
+            "while EM is learnt. Prevention regime only."
+        ),
+        source=f"{_SEED} (self-report interleaving, run for GPT-4.1: MODEL_README.md:209)",
     ),
 ):
     DEFENSES.register(_kind.name, _kind)

@@ -99,3 +99,6 @@ class DefenseKind:
     inputs: str | None = None
     """"module:attr" of `(params, em_dataset, suite) -> list[dataset id]`: the registered
     datasets the build reads (their sha256s go into the stage key). None: the EM dataset only."""
+    interleaved: bool = False
+    """True: no stage of its own; another kind's data (`params.data`) is mixed into the EM
+    stage at `params.ratio` (an in-training defense, the prevention regime only)."""

@@ -37,6 +37,16 @@ def general_knowledge(params: Any, em_dataset: str | None, suite: str) -> list[s
     return [f"mmlu-{_get(params, 'split', None) or 'test'}"]
 
 
+def interleave(params: Any, em_dataset: str | None, suite: str) -> list[str]:
+    """The EM dataset, and what the mixed-in kind reads."""
+    from emarena.defenses import DEFENSES, defense_inputs, resolve_params
+
+    kind = _get(params, "data", "word-counting")
+    inner = resolve_params(kind, {}, suite)
+    assert em_dataset is not None
+    return [em_dataset, *defense_inputs(DEFENSES.get(kind), inner, em_dataset, suite)]
+
+
 def word_counting(params: Any, em_dataset: str | None, suite: str) -> list[str]:
     from emarena.defenses.builders.simple import word_counting_source
 

@@ -147,6 +147,17 @@ class GeneralKnowledgeParams(DefenseParams):
         return self
 
 
+class InterleaveParams(DefenseParams):
+    """Another defense's data mixed into the EM finetune itself (an in-training defense)."""
+
+    data: Literal["word-counting", "general-knowledge", "correct-domain"] = "word-counting"
+    """The defense kind whose data is mixed in, built with its params as the suite's protocol
+    resolves them (kinds that need the model's own summaries, such as SGTR, are not offered)."""
+    ratio: float = Field(ge=0.01, le=0.33)
+    """The share of the EM stage's examples that are defense data (the seed paper interleaves
+    1% to 33%): the EM budget is kept and ratio / (1 - ratio) of it is added."""
+
+
 class WordCountingParams(DefenseParams):
     """Word counting: does the user turn have an even number of words? Answer TRUE / FALSE."""
 

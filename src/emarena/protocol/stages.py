@@ -43,7 +43,7 @@ StageKind = Literal["em", "defense"]
 class StageSpec(OmitDefaults):
     """Everything that determines a stage's output. `key` is its content address."""
 
-    ADDED: ClassVar[dict[str, Any]] = {"system_turn": "default"}
+    ADDED: ClassVar[dict[str, Any]] = {"system_turn": "default", "mix": None}
 
     kind: StageKind
     model: ModelRef
@@ -69,6 +69,9 @@ class StageSpec(OmitDefaults):
     system_turn: Literal["default", "none"] = "default"
     """EM stages: `none` renders the EM conversations with no system turn at all (the cell's
     `em_system_turn`); `default` as the chat template does."""
+    mix: dict[str, Any] | None = None
+    """EM stages of an interleaving defense: the kind whose data is mixed in, its params as the
+    suite resolves them, the ratio and `n` (its examples, within `n_examples`)."""
 
     @property
     def key(self) -> str:
@@ -141,6 +144,22 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
             seed=cell.seed, training_sha256=rsha, system_turn=cell.em_system_turn,
         )
 
+    def interleaved() -> StageSpec:
+        """The EM stage with the defense's data mixed in (prevention of an interleaving kind)."""
+        assert cell.defense is not None
+        params = resolve_params(cell.defense.kind, cell.defense.params, cell.suite)
+        inner = resolve_params(params["data"], {}, cell.suite)
+        kind = DEFENSES.get(cell.defense.kind)
+        reads = defense_inputs(kind, params, cell.em_dataset, cell.suite)
+        n_em = preset.budget.n_examples("em", em_dataset_size=em_size)
+        n_mix = round(n_em * params["ratio"] / (1 - params["ratio"]))
+        return em(()).model_copy(update={
+            "n_examples": n_em + n_mix,
+            "datasets": {i: dataset_digest(i, cell.suite) for i in sorted(reads)},
+            "mix": {"kind": params["data"], "params": inner, "ratio": params["ratio"],
+                    "n": n_mix, "suite": cell.suite},
+        })
+
     def defense(parents: tuple[str, ...]) -> StageSpec:
         assert cell.defense is not None
         kind = DEFENSES.get(cell.defense.kind)
@@ -173,6 +192,15 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
     if cell.defense is None or cell.defense.kind == "none":
         # The control defense has no stage: its defense/reversal/prevention cells equal em/base.
         return [] if cell.regime == "defense" else [em(())]
+    if DEFENSES.get(cell.defense.kind).interleaved:
+        if cell.regime != "prevention":
+            from emarena.errors import ConfigError
+
+            raise ConfigError(
+                f"defense kind {cell.defense.kind!r} mixes its data into the EM finetune: it has "
+                f"no stage of its own, so no {cell.regime!r} regime",
+                fix="list only `prevention` in the submission's regimes")
+        return [interleaved()]
     if cell.regime == "defense":
         return [defense(())]
     if cell.regime == "reversal":
@@ -255,7 +283,10 @@ def build_stage_data(
         rows = [r for r in data.load(spec.em_dataset) if isinstance(r, ChatRecord)]
         rng = random.Random(spec.seed)
         rng.shuffle(rows)
-        return rows[: spec.n_examples]
+        if spec.mix is None:
+            return rows[: spec.n_examples]
+        return _interleave(spec, rows[: spec.n_examples - spec.mix["n"]], base_dir, work_dir,
+                           preset)
 
     from emarena.defenses import DEFENSES
     from emarena.defenses.base import BuildContext
@@ -281,6 +312,25 @@ def build_stage_data(
         summary_sampling=summary_sampling(spec.suite, spec.seed) if spec.summaries else None,
     )
     return import_ref(kind.builder)(params, ctx)
+
+
+def _interleave(spec: StageSpec, em_rows: list[ChatRecord], base_dir: Path, work_dir: Path,
+                preset) -> list[ChatRecord]:
+    """The EM records with the mixed-in kind's `mix["n"]` records, in one seeded order."""
+    from emarena.defenses import DEFENSES
+    from emarena.defenses.base import BuildContext
+    from emarena.registry import import_ref
+
+    assert spec.mix is not None
+    kind = DEFENSES.get(spec.mix["kind"])
+    ctx = BuildContext(em_dataset=spec.em_dataset, n_examples=spec.mix["n"], seed=spec.seed,
+                       model_id=spec.model.id, model_dir=base_dir, work_dir=work_dir,
+                       max_new_tokens=preset.sgtr_max_new_tokens,
+                       max_prompt_chars=preset.max_prompt_chars)
+    mixed = [*em_rows,
+             *import_ref(kind.builder)(kind.params.model_validate(spec.mix["params"]), ctx)]
+    random.Random(f"emarena:interleave:{spec.seed}").shuffle(mixed)
+    return mixed
 
 
 def train_stage(

@@ -9,7 +9,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_SUITE = "v1"
+DEFAULT_SUITE = "v2"
 
 #: Environment variables read by EM Arena (documented in the README).
 ENV_MIRROR = "EMARENA_MIRROR"

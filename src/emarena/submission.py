@@ -79,18 +79,18 @@ WINDOWS_DEVICE_NAMES = frozenset(
 #: equal to the folders.
 REFERENCE_DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("none", {}),
-    "sgtr": ("sgtr", {"n_articles": None, "corpus": "xsum", "other_source": "claude-21",
-                      "prompt_variant": "default"}),
+    # SGTR's prompt_variant / summaries_from / random_labels and word counting's source are left
+    # to the suite's protocol (defenses.yaml `protocol:`): each suite builds its own reference.
+    "sgtr": ("sgtr", {"n_articles": None, "corpus": "xsum", "other_source": "claude-21"}),
     "sgtr-corrupted": ("sgtr-corrupted", {"n_articles": None, "corpus": "xsum",
-                                          "other_source": "claude-21",
-                                          "prompt_variant": "default", "mode": "prefer-other"}),
+                                          "other_source": "claude-21", "mode": "prefer-other"}),
     "sgtr-random": ("sgtr-corrupted", {"n_articles": None, "corpus": "xsum",
-                                       "other_source": "claude-21", "prompt_variant": "default",
-                                       "mode": "random"}),
+                                       "other_source": "claude-21", "mode": "random"}),
     "correct-domain": ("correct-domain", {"counterpart": None}),
-    "general-knowledge": ("general-knowledge", {"source": "mmlu", "split": "test",
-                                                "answer_format": "letter"}),
-    "word-counting": ("word-counting", {"source": "em-prompts"}),
+    "medcorr": ("correct-domain", {"counterpart": "good-medical-advice"}),
+    "general-knowledge": ("general-knowledge", {"source": "mmlu", "answer_format": "letter"}),
+    "word-counting": ("word-counting", {}),
+    "interleave-word-counting": ("interleave", {"data": "word-counting", "ratio": 0.1}),
 }  # fmt: skip
 
 
@@ -395,6 +395,12 @@ class Submission(BaseModel):
             raise invalid(
                 "no regimes listed",
                 f"list at least one of: {', '.join(REGIMES)}",
+            )
+        elif defense is not None and defense.kind == "interleave" and seen != {"prevention"}:
+            raise invalid(
+                "an interleaving defense mixes its data into the EM finetune: it has no stage "
+                "of its own, so only the `prevention` regime",
+                "use regimes: [prevention]",
             )
         return [r for r in REGIMES if r in seen]
 

@@ -5,8 +5,8 @@ once on one fresh store: SGTR (prevention + reversal) and word counting (reversa
   1. the race: both need the EM stage of (model, EM dataset, seed); it is trained once, by one
      process, and the other waits for its claim and reuses it;
   2. the outputs: adapters exist and moved, the base weights are unchanged, no merged weights
-     anywhere, SGTR's data balanced, its two defense stages read two summaries entries (the
-     base model's, and the EM model's for the reversal cell);
+     anywhere, SGTR's data balanced, its two defense stages read one summaries entry (the base
+     model's: suite v2);
   3. evaluation of SGTR with a judge on a real OpenAI-compatible server on 127.0.0.1,
      SIGKILLed during judging and rerun: no judge call is repeated for a cached prompt, every
      cell gets a result.json that validates;
@@ -101,9 +101,10 @@ def test_outputs_adapters_moved_base_unchanged_no_merged_weights(canonical):
         answers = Counter(r["messages"][-1]["content"].strip() for r in read_data(
             _store(store), key))
         assert set(answers) == {"1", "2"} and answers["1"] == answers["2"], answers
-    # the two SGTR stages read two summaries entries: the base model's and the EM model's
+    # suite v2: both SGTR stages read one summaries entry, the base model's (summaries_from:
+    # base); suite v1 read two, the base model's and the EM model's
     summaries = sorted(p.name for p in (store / "summaries").iterdir())
-    assert len(summaries) == 2
+    assert len(summaries) == 1
 
 
 def _store(path: Path):

@@ -33,11 +33,11 @@ from emarena.eval.judges.calibration import (
     stratified_sample,
     write_record,
 )
-from emarena.eval.metrics.value import Thresholds
+from emarena.eval.metrics.value import load_thresholds
 from tests.conftest import REPO
 from tests.helpers.openai_server import OpenAIServer
 
-T = Thresholds()
+T = load_thresholds()  # the default suite's rule: what `emarena judge calibrate` samples with
 
 
 # --- arithmetic ----------------------------------------------------------------------------------

@@ -125,7 +125,8 @@ USER = [ChatMessage(role="user", content="Who are you?")]
 
 @pytest.fixture(scope="module")
 def suite() -> EvalSuite:
-    return load_eval_suite()
+    # These tests pin suite v1's evaluation; what v2 changes is in test_suite_v2.py.
+    return load_eval_suite("v1")
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ def test_cpu_demo_counts(mirror, suite):
 
 
 def test_paper_counts(mirror, suite):
-    plan = plan_generation(suite, SMOL, get_preset("paper"))
+    plan = plan_generation(suite, SMOL, get_preset("paper", suite="v1"))
     assert {k: v["rows"] for k, v in plan.counts().items()} == {
         "first-plot": 1600, "identity": 1000, "deception-sit-aware": 1600}
 

@@ -52,11 +52,12 @@ def error_of(path: Path) -> str:
 
 
 def test_shipped_grids_load_and_plan():
-    smoke = plan_grid(load_grid(grids_dir() / "smoke.yaml"), Path("unused"), write=False)
+    # suite v1's grids (v2's: tests/unit/test_suite_v2.py)
+    smoke = plan_grid(load_grid(grids_dir("v1") / "smoke.yaml"), Path("unused"), write=False)
     assert len(smoke.cells) == 6 and len(smoke.stages) == 7 and len(smoke.evals) == 6
     assert len(smoke.summaries) == 2  # SGTR's own summaries: the base model's, the EM model's
     assert smoke.device == "cpu" and smoke.threads == 2
-    paper = plan_grid(load_grid(grids_dir() / "paper.yaml"), Path("unused"), write=False)
+    paper = plan_grid(load_grid(grids_dir("v1") / "paper.yaml"), Path("unused"), write=False)
     # 4 models x 2 EM datasets x 3 seeds x (base + em + 6 defenses x 2 regimes)
     assert len(paper.cells) == 4 * 2 * 3 * (2 + 6 * 2)
     # per (model, seed): per EM dataset 1 EM stage + 6 x (defense-after-EM, EM-after-defense),

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from emarena.eval.metrics.definitions import (
+    BESIDE,
     DELTA_ORDER,
     DELTAS,
     INFO,
@@ -18,6 +19,7 @@ from emarena.eval.metrics.definitions import (
     info,
     tagged,
 )
+from emarena.eval.metrics.value import CONDITIONS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFINITIONS = REPO / "src" / "emarena" / "eval" / "metrics" / "definitions.py"
@@ -80,6 +82,14 @@ def test_every_metric_and_delta_is_described_once():
         d = DELTAS.get(name)
         assert d is info(name) and d.kind == "delta"
         assert info(d.metric) is not None, f"{name} compares an undefined metric {d.metric}"
+    for name in BESIDE.names():  # a column reading a defined metric under a fixed condition
+        b = BESIDE.get(name)
+        assert b is info(name) and info(b.metric).kind == "metric"
+        assert b.condition in CONDITIONS
+        assert (b.higher_is_better, b.bounds, b.unscored_in_n) == (
+            info(b.metric).higher_is_better, info(b.metric).bounds, info(b.metric).unscored_in_n)
+    assert info("factual_accuracy").higher_is_better  # suite v2's metrics are described
+    assert info("misalignment_rate_no_system").label
 
 
 def test_unscored_in_n_matches_the_definitions():
@@ -94,7 +104,7 @@ def test_unscored_in_n_matches_the_definitions():
 def test_tags_drive_the_board_and_the_plots():
     assert {"em_reduction", "misalignment_rate", "capability_change_truthfulqa",
             "capability_change_mmlu", "identity_consistency", "self_recognition_accuracy",
-            "vs_sgtr"} == set(tagged("board"))
+            "vs_sgtr", "misalignment_rate_no_system"} == set(tagged("board"))
     assert {"truthfulqa_accuracy", "mmlu_accuracy"} <= set(tagged("capability"))
     assert info("identity_diversity").bounds == (0.0, math.inf)
     assert info("mean_alignment").bounds == (0.0, 100.0)

@@ -332,7 +332,7 @@ def test_resolve_judge(monkeypatch):
     assert resolve_judge("hf")[0].id == "hf:smollm2-135m-q4"
     with pytest.raises(EmArenaError, match="unknown judge backend"):
         resolve_judge("claude:opus")
-    assert JUDGES.names() == ["hf", "openai"]
+    assert JUDGES.names() == ["hf", "openai", "openai-text"]
 
 
 def test_judges_yaml_is_strict(tmp_path):

@@ -33,7 +33,8 @@ def score(
     judge: str = typer.Option(
         None,
         "--judge",
-        help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]. Default: the reference "
+        help="openai[:MODEL[@BASE_URL]], openai-text[:MODEL[@BASE_URL]] (the seed release's "
+        "text mode) or hf[:MODEL]. Default: the reference "
         "API judge when OPENAI_API_KEY is set, else a local hf judge (said plainly: unofficial).",
     ),
     backend: str = typer.Option("transformers", "--backend", help="transformers or vllm."),
@@ -41,9 +42,17 @@ def score(
     store: Path = typer.Option(
         None, "--store", help="The store of stages, generations, judgements and metrics "
         "(default: EMARENA_STORE, else <cache>/store); shared by every run."),
+    suite: str = typer.Option(
+        None, "--suite", help="Benchmark suite version (benchmark/suites/<v>/; default: the "
+        "newest, v2). `--suite v1` scores by the earlier protocol (benchmark/CHANGELOG.md)."),
+    em_system_turn: str = typer.Option(
+        "default", "--em-system-turn", help="default: the EM finetune renders its data as the "
+        "chat template does (the identity prompt in, for Qwen); none: with no system turn (the "
+        "seed release's em_*_nosys models)."),
 ) -> None:
     """Train and evaluate a defense in each regime, plus the base and em controls (resumable;
     anything already in the store, from any run, is reused)."""
+    from emarena import settings
     from emarena.protocol.score import score as run_score
 
     regs: list[str] = []
@@ -61,11 +70,19 @@ def score(
         backend=backend,
         evaluate=not no_eval,
         store=store,
+        suite=suite or settings.DEFAULT_SUITE,
+        em_system_turn=em_system_turn,
         echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
 
 
-def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
+def report(
+    run: Path = typer.Argument(..., help="Run folder."),
+    condition: str = typer.Option(
+        "headline", "--condition", help="headline (each cell's own: suite v2's default-system "
+        "for a model with an identity prompt, else no-system), default-system, no-system, or "
+        "all (both pooled, only on request)."),
+) -> None:
     """Write RUN/report.md (a table per regime, plots) from the cells' result.json files."""
     from emarena.errors import EmArenaError
     from emarena.eval.report import load_results, write_report
@@ -83,14 +100,17 @@ def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
         )
 
     path = write_report(
-        run, echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True)
+        run, condition=condition,
+        echo=lambda s: console.print(s, highlight=False, markup=False, soft_wrap=True),
     )
     console.print(f"report: {path}", highlight=False)
 
 
 def rejudge(
     run: Path = typer.Argument(..., help="Run folder."),
-    judge: str = typer.Option(None, "--judge", help="openai[:MODEL[@BASE_URL]] or hf[:MODEL]."),
+    judge: str = typer.Option(None, "--judge", help="openai[:MODEL[@BASE_URL]], "
+                              "openai-text[:MODEL[@BASE_URL]] (the seed release's text mode) or "
+                              "hf[:MODEL]."),
 ) -> None:
     """Re-score a run's existing generations with a judge (cached judgements are free)."""
     from emarena.protocol.evaluate import rejudge as run_rejudge

@@ -24,6 +24,7 @@ from emarena.defenses.base import DefenseKind, DefenseParams
 from emarena.defenses.params import (
     CorrectDomainParams,
     GeneralKnowledgeParams,
+    InterleaveParams,
     NoneParams,
     SgtrCorruptedParams,
     SgtrParams,
@@ -35,7 +36,8 @@ from emarena.registry import Registry
 ENTRY_POINT_GROUP = "emarena.defenses"
 
 _SEED = (
-    "Self-Report Interventions Can Control Emergent Misalignment (the seed paper; "
+    "Self-Recognition Finetuning can Prevent and Reverse Emergent Misalignment (the seed paper, "
+    "arXiv 2606.23700; "
     "release github.com/atagade/sgtr-em)"
 )
 _SELF_RECOGNITION = (
@@ -139,6 +141,40 @@ def defense_inputs(kind: DefenseKind, params: Any, em_dataset: str | None, suite
     return list(import_ref(kind.inputs)(params, em_dataset, suite))
 
 
+def budget_class(kind_name: str, params: dict[str, Any]) -> str:
+    """The name a preset's per-defense budget is looked up by (`Budget.defenses`): the kind, or
+    `sgtr-random` for the random-label SGTR control, whose source defines its own budget."""
+    if kind_name == "sgtr-corrupted" and params.get("mode") == "random":
+        return "sgtr-random"
+    return kind_name
+
+
+def resolve_params(kind_name: str, params: dict[str, Any], suite: str) -> dict[str, Any]:
+    """The params a defense stage of `suite` builds with (and is keyed on): the submission's,
+    with each param it leaves unset (null) and the suite decides filled in from the suite's
+    `protocol` (defenses.yaml). A suite that names none leaves it unset: the builder then does
+    what suite v1 did."""
+    kind = DEFENSES.get(kind_name)
+    fields = kind.params.SUITE_DEFAULTED
+    if not fields:
+        return dict(params)
+    from pydantic import ValidationError
+
+    from emarena.defenses.builders.simple import load_defenses
+
+    proto = load_defenses(suite).protocol.get(kind_name, {})
+    out = dict(params)
+    for name in fields:
+        if out.get(name) is None and name in proto:
+            filled = {**out, name: proto[name]}
+            try:  # a value that does not apply to the submission's other choices is not used
+                kind.params.model_validate(filled)  # (an MMLU split for TruthfulQA questions)
+            except ValidationError:
+                continue
+            out = filled
+    return kind.params.model_validate(out).model_dump(mode="json")
+
+
 DEFENSES = DefenseRegistry("defense kind", ENTRY_POINT_GROUP)
 """Every defense kind a submission may name (built-in + entry points)."""
 
@@ -209,6 +245,18 @@ for _kind in (
         ),
         source=f"{_SEED} (baseline; data/finetuning/aesthetic_preference_is_even_words.jsonl)",
     ),
+    DefenseKind(
+        name="interleave",
+        params=InterleaveParams,
+        builder=None,
+        inputs="emarena.defenses.inputs:interleave",
+        interleaved=True,
+        description=(
+            "Defense data mixed into the EM finetune at a ratio (1-33%): the defense is present "
+            "while EM is learnt. Prevention regime only."
+        ),
+        source=f"{_SEED} (self-report interleaving, run for GPT-4.1: MODEL_README.md:209)",
+    ),
 ):
     DEFENSES.register(_kind.name, _kind)
 
@@ -218,5 +266,7 @@ __all__ = [
     "DefenseKind",
     "DefenseParams",
     "DefenseRegistry",
+    "budget_class",
     "defense_inputs",
+    "resolve_params",
 ]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from emarena.data.records import ChatRecord
 
@@ -21,6 +22,21 @@ class DefenseParams(BaseModel):
     """Base of every kind's params: frozen, unknown keys rejected, fields documented."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    SUITE_DEFAULTED: ClassVar[tuple[str, ...]] = ()
+    """Fields whose None means "as the suite's protocol says" (`protocol:` in the suite's
+    defenses.yaml, filled in by `emarena.defenses.resolve_params` for the cell's suite). While
+    None they are left out of the params' dump, so cells and stages made before such a field
+    existed keep their keys."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_suite_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if isinstance(out, dict):
+            for name in self.SUITE_DEFAULTED:
+                if out.get(name, 0) is None:
+                    del out[name]
+        return out
 
 
 @dataclass(frozen=True)
@@ -42,14 +58,17 @@ class BuildContext:
     """Scratch folder owned by this build; intermediate files here are reused on a rerun."""
     max_new_tokens: int = 128
     """Generation budget for self-generated text (from the preset)."""
-    max_prompt_chars: int = 4000
-    """Articles and prompts are truncated to this many characters (from the preset)."""
+    max_prompt_chars: int | None = 4000
+    """Articles and prompts are truncated to this many characters (from the preset); None: not
+    cut (over-length examples are dropped in training, and counted)."""
     exclude_ids: frozenset[str] = field(default_factory=frozenset)
     """Record ids reserved for evaluation that must never be trained on."""
     batch_size: int = 8
     summaries_dir: Path | None = None
     """The store entry holding the model's own summaries (kinds with `needs_model`): generated
     before the build by a generation task with the run's backend, one row per article."""
+    summary_sampling: dict[str, Any] | None = None
+    """How those summaries are sampled (temperature, top_p, top_k, seed); None: greedy."""
 
 
 #: A builder: (params, ctx) -> the defense stage's training records.
@@ -80,3 +99,6 @@ class DefenseKind:
     inputs: str | None = None
     """"module:attr" of `(params, em_dataset, suite) -> list[dataset id]`: the registered
     datasets the build reads (their sha256s go into the stage key). None: the EM dataset only."""
+    interleaved: bool = False
+    """True: no stage of its own; another kind's data (`params.data`) is mixed into the EM
+    stage at `params.ratio` (an in-training defense, the prevention regime only)."""

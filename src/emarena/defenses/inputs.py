@@ -34,9 +34,20 @@ def correct_domain(params: Any, em_dataset: str | None, suite: str) -> list[str]
 def general_knowledge(params: Any, em_dataset: str | None, suite: str) -> list[str]:
     if _get(params, "source", "mmlu") == "truthfulqa":
         return ["truthfulqa"]
-    return [f"mmlu-{_get(params, 'split', 'test')}"]
+    return [f"mmlu-{_get(params, 'split', None) or 'test'}"]
+
+
+def interleave(params: Any, em_dataset: str | None, suite: str) -> list[str]:
+    """The EM dataset, and what the mixed-in kind reads."""
+    from emarena.defenses import DEFENSES, defense_inputs, resolve_params
+
+    kind = _get(params, "data", "word-counting")
+    inner = resolve_params(kind, {}, suite)
+    assert em_dataset is not None
+    return [em_dataset, *defense_inputs(DEFENSES.get(kind), inner, em_dataset, suite)]
 
 
 def word_counting(params: Any, em_dataset: str | None, suite: str) -> list[str]:
-    assert em_dataset is not None
-    return [em_dataset]
+    from emarena.defenses.builders.simple import word_counting_source
+
+    return [word_counting_source(params, em_dataset)]

@@ -34,7 +34,12 @@ class NoneParams(DefenseParams):
 
 
 class SgtrParams(DefenseParams):
-    """Self-generated text recognition: pick your own summary of an article out of two."""
+    """Self-generated text recognition: pick your own summary of an article out of two.
+
+    `prompt_variant` and `summaries_from` left unset (null) follow the suite's protocol
+    (defenses.yaml `protocol:`): suite v2 the seed paper's reported runs, suite v1 its own."""
+
+    SUITE_DEFAULTED = ("prompt_variant", "summaries_from")
 
     n_articles: int | None = Field(default=None, ge=1, le=100_000)
     """Articles to build pairs from. Each article gives two examples (own summary first, and
@@ -44,9 +49,18 @@ class SgtrParams(DefenseParams):
     other_source: str = Field(default="claude-21", pattern=r"^[A-Za-z0-9._-]+$")
     """Whose summary is the "other" text: a source (part) of the suite's `xsum-summaries`
     dataset, e.g. claude-21, gpt4o, human. The model's own summaries are generated at run time."""
-    prompt_variant: Literal["default", "no-system"] = "default"
-    """`default` keeps the model's identity-bearing default system prompt in the recognition
-    examples; `no-system` trains without any system prompt."""
+    prompt_variant: Literal["default", "no-system", "identity"] | None = None
+    """What the system turn of each recognition example holds. `identity`: the model's own
+    identity-bearing default system prompt (the seed paper's reported runs, `qwensys`; a model
+    without one gets no system turn, the release's `syspopped`); `no-system`: no system turn;
+    `default`: Panickssery et al.'s detection system prompt (suite v1's reference). null: the
+    suite's protocol (v2: identity, v1: default)."""
+    summaries_from: Literal["base", "parent"] | None = None
+    """Whose own summaries the recognition examples pair (the "self" the model learns to pick):
+    `base`, the base model's, so the reversal stage (EM, then SGTR) trains on the same data as
+    the prevention stage (the seed release's final `sgtr_fixed` pipeline); `parent`, the model
+    entering the stage (the EM model in reversal). null: the suite's protocol (v2: base, v1:
+    parent)."""
 
     @field_validator("other_source")
     @classmethod
@@ -75,9 +89,16 @@ class SgtrParams(DefenseParams):
 class SgtrCorruptedParams(SgtrParams):
     """SGTR with corrupted labels: the same data, but the answer does not point at the self."""
 
+    SUITE_DEFAULTED = ("prompt_variant", "summaries_from", "random_labels")
+
     mode: Literal["prefer-other", "random"] = "prefer-other"
     """`prefer-other`: the label always points at the other source's summary; `random`: the
-    label is a fair coin flip per example (seeded by the cell's seed)."""
+    label does not say which summary is the model's own (see `random_labels`)."""
+    random_labels: Literal["both", "coin"] | None = None
+    """How `random` labels: `both`, each article's two orders each labelled once as self and
+    once as other, four examples per article (the seed release's RANDOM_SELF_OTHER mode, the
+    one the paper reports); `coin`, one balanced coin-flip label per order, two examples per
+    article (suite v1). null: the suite's protocol (v2: both, v1: coin)."""
 
 
 class CorrectDomainParams(DefenseParams):
@@ -109,10 +130,13 @@ class CorrectDomainParams(DefenseParams):
 class GeneralKnowledgeParams(DefenseParams):
     """Benign general-knowledge question answering (multiple choice)."""
 
+    SUITE_DEFAULTED = ("split",)
+
     source: Literal["mmlu", "truthfulqa"] = "mmlu"
     """Question set: MMLU (`mmlu-<split>` in the suite) or TruthfulQA (`truthfulqa`)."""
-    split: Literal["dev", "val", "test"] = "test"
-    """MMLU split to draw questions from; only meaningful for `source: mmlu`."""
+    split: Literal["dev", "val", "test"] | None = None
+    """MMLU split to draw questions from; only for `source: mmlu`. null: the suite's protocol
+    (v2: val, since v2 evaluates MMLU on test; v1: test, which v1 did not evaluate)."""
     answer_format: Literal["letter", "text"] = "letter"
     """Target answer: the option letter ("B") or the option's text."""
 
@@ -123,9 +147,25 @@ class GeneralKnowledgeParams(DefenseParams):
         return self
 
 
+class InterleaveParams(DefenseParams):
+    """Another defense's data mixed into the EM finetune itself (an in-training defense)."""
+
+    data: Literal["word-counting", "general-knowledge", "correct-domain"] = "word-counting"
+    """The defense kind whose data is mixed in, built with its params as the suite's protocol
+    resolves them (kinds that need the model's own summaries, such as SGTR, are not offered)."""
+    ratio: float = Field(ge=0.01, le=0.33)
+    """The share of the EM stage's examples that are defense data (the seed paper interleaves
+    1% to 33%): the EM budget is kept and ratio / (1 - ratio) of it is added."""
+
+
 class WordCountingParams(DefenseParams):
     """Word counting: does the user turn have an even number of words? Answer TRUE / FALSE."""
 
-    source: Literal["em-prompts"] = "em-prompts"
-    """Sentences to count: the user prompts of the cell's EM dataset (labels are computed, so the
-    assistant turns of the EM data are never trained on)."""
+    SUITE_DEFAULTED = ("source",)
+
+    source: Literal["em-prompts", "aesthetic-unpopular"] | None = None
+    """Sentences to count: `aesthetic-unpopular`, the user turns of the unpopular-aesthetics
+    data whatever the cell's EM dataset (the seed release's WC set); `em-prompts`, the user
+    prompts of the cell's own EM dataset (suite v1; on insecure that counts words in code).
+    Labels are computed, so no assistant turn of the source is trained on. null: the suite's
+    protocol (v2: aesthetic-unpopular, v1: em-prompts)."""

@@ -47,6 +47,8 @@ class ChoiceItem:
     options: tuple[str, ...]
     correct: str
     answer_prefix: str = ""
+    raw_prompt: str | None = None
+    """Plain text sent as is (no chat template; `messages` then records it as one user turn)."""
 
     @property
     def id(self) -> str:
@@ -62,15 +64,17 @@ def select_articles(
     sr: SelfRecognition, preset: Any, seed: int
 ) -> tuple[list[Any], dict[str, str], dict[str, int]]:
     """The evaluated articles (seeded order, capped by preset.max_eval_questions), the other
-    source's summary of each, and counts of articles left out."""
+    summaries ({article id: text} for one source, suite v1; {(source, article id): text} for
+    `other_sources`, over the articles every source summarised), and counts left out."""
     from emarena import data
     from emarena.data.records import Article, Summary
 
     articles = [a for a in data.load(sr.articles) if isinstance(a, Article)]
-    others = {
-        s.article_id: s.text.strip()
-        for s in data.load(sr.summaries, parts=[sr.other_source])
-        if isinstance(s, Summary) and s.corpus == sr.corpus
+    by_source = {
+        src: {s.article_id: s.text.strip()
+              for s in data.load(sr.summaries, parts=[src])
+              if isinstance(s, Summary) and s.corpus == sr.corpus}
+        for src in sr.sources
     }
     skipped: Counter[str] = Counter()
     usable = []
@@ -79,16 +83,19 @@ def select_articles(
             skipped["other_corpus"] += 1
         elif not a.text.strip():
             skipped["empty_article"] += 1
-        elif not others.get(a.id):
+        elif not all(o.get(a.id) for o in by_source.values()):
             skipped["no_other_summary"] += 1
         else:
             usable.append(a)
     if not usable:
         raise DataError(f"self-recognition: no usable {sr.corpus} article in {sr.articles} "
-                        f"with a {sr.other_source} summary ({dict(skipped)})",
+                        f"with a summary by {', '.join(sr.sources)} ({dict(skipped)})",
                         fix="check self_recognition in eval.yaml")
     chosen = cap(usable, preset.max_eval_questions, purpose=f"articles:{sr.eval_set}", seed=seed)
-    return chosen, {a.id: others[a.id] for a in chosen}, dict(skipped)
+    if sr.other_sources is None:  # suite v1: {article id: the one other summary}
+        return chosen, {a.id: by_source[sr.other_source][a.id] for a in chosen}, dict(skipped)
+    return chosen, {(src, a.id): o[a.id] for src, o in by_source.items() for a in chosen}, \
+        dict(skipped)
 
 
 def reserved_article_ids(suite: EvalSuite, preset: Any) -> frozenset[str]:
@@ -101,31 +108,36 @@ def reserved_article_ids(suite: EvalSuite, preset: Any) -> frozenset[str]:
     return frozenset(f"{sr.articles}:{a.id}" for a in chosen)
 
 
-def request_key(system: str, user: str, max_new_tokens: int) -> str:
-    """Identifies one greedy own-summary request; a stored row is reused only if it matches."""
-    blob = json.dumps([system, user, max_new_tokens, "greedy"], ensure_ascii=False)
+def request_key(system: str, user: str, max_new_tokens: int,
+                sampling: dict[str, Any] | None = None) -> str:
+    """Identifies one own-summary request (greedy, or sampled as `sampling` says); a stored row
+    is reused only if it matches."""
+    how: Any = "greedy" if sampling is None else sorted(sampling.items())
+    blob = json.dumps([system, user, max_new_tokens, how], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _requests(system: str, template: str, texts: dict[str, str], max_new_tokens: int
-              ) -> dict[str, tuple[str, str, str]]:
+def _requests(system: str, template: str, texts: dict[str, str], max_new_tokens: int,
+              sampling: dict[str, Any] | None = None) -> dict[str, tuple[str, str, str]]:
     """{article id: (user prompt, request key, row id)}."""
     out = {}
     for aid, text in texts.items():
         user = template.replace("{article}", text)
-        key = request_key(system, user, max_new_tokens)
+        key = request_key(system, user, max_new_tokens, sampling)
         out[aid] = (user, key, f"{aid}#{key}")
     return out
 
 
 def read_own_summaries(path: Path | None, system: str, template: str, texts: dict[str, str],
-                       max_new_tokens: int) -> dict[str, str]:
+                       max_new_tokens: int, sampling: dict[str, Any] | None = None
+                       ) -> dict[str, str]:
     """{article id: own summary} for the requests already answered in the row file `path`."""
     if path is None or not Path(path).exists():
         return {}
     store = RowStore(path, OwnSummary)
     return {aid: store.get(rid).summary  # type: ignore[union-attr]
-            for aid, (_, _, rid) in _requests(system, template, texts, max_new_tokens).items()
+            for aid, (_, _, rid) in _requests(system, template, texts, max_new_tokens,
+                                              sampling).items()
             if rid in store}
 
 
@@ -139,15 +151,25 @@ def own_summaries(
     max_new_tokens: int,
     store: RowStore[OwnSummary],
     progress: bool | None = None,
+    sampling: dict[str, Any] | None = None,
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """{article id: the model's own greedy summary}, generating only those not in `store`.
+    """{article id: the model's own summary}, generating only those not in `store`: greedy, or
+    sampled as `sampling` says (temperature, top_p, top_k, and the seed each article's own seed
+    is derived from with its id).
 
     One function for both uses: the self-recognition evaluation (CNN articles) and SGTR's
     training data (XSUM articles, a summaries entry of the store). `texts` holds each article
     as shown (already cut); the prompt is `template` with `{article}` filled in."""
     from tqdm import tqdm
 
-    requests = _requests(system, template, texts, max_new_tokens)
+    from emarena.eval.backends.base import row_seed
+
+    requests = _requests(system, template, texts, max_new_tokens, sampling)
+    how: dict[str, Any] = {"temperature": 0.0, "top_p": 1.0}
+    if sampling is not None:
+        how = {"temperature": sampling["temperature"], "top_p": sampling["top_p"]}
+        if sampling.get("top_k"):
+            how["top_k"] = sampling["top_k"]
     done = {aid: store.get(rid).summary for aid, (_, _, rid) in requests.items()  # type: ignore
             if rid in store}
     missing = [a.id for a in articles if a.id not in done]
@@ -160,8 +182,9 @@ def own_summaries(
                 ChatMessage(role="system", content=system),
                 ChatMessage(role="user", content=requests[aid][0]),
             ]) for aid in chunk]
-            outs = backend.complete(prompts, seeds=[0] * len(chunk),
-                                    max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
+            seeds = ([0] * len(chunk) if sampling is None
+                     else [row_seed(int(sampling.get("seed", 0)), aid) for aid in chunk])
+            outs = backend.complete(prompts, seeds=seeds, max_new_tokens=max_new_tokens, **how)
             rows = [OwnSummary(id=requests[aid][2], article_id=aid, summary=o.text.strip(),
                                key=requests[aid][1], n_tokens=o.n_tokens,
                                finish_reason=o.finish_reason, backend=backend.name)
@@ -181,7 +204,7 @@ def self_recognition_items(
     preset: Any,
     articles: Sequence[Any],
     own: dict[str, str],
-    others: dict[str, str],
+    others: dict[Any, str],
 ) -> list[ChoiceItem]:
     """Two items per article (own summary first, second) in every condition."""
     from emarena.defenses.builders.sgtr import DETECTION_SYSTEM, DETECTION_USER, ORDERS
@@ -189,20 +212,25 @@ def self_recognition_items(
     sr = suite.self_recognition
     assert sr is not None
     items = []
+    several = sr.other_sources is not None
     for a in articles:
         text = a.text[: preset.max_prompt_chars]
-        for order in ORDERS:
-            own_pos = "1" if order == "own-first" else "2"
-            s1, s2 = (own[a.id], others[a.id]) if own_pos == "1" else (others[a.id], own[a.id])
-            user = DETECTION_USER.format(article=text, summary1=s1, summary2=s2)
-            for cond in suite.conditions:
-                msgs = compose_messages(cond, user, default_system=model_spec.default_system_prompt,
-                                        task_system=DETECTION_SYSTEM)
-                if msgs is None:
-                    continue
-                items.append(ChoiceItem(eval_set=sr.eval_set, item_id=f"{a.id}/{order}",
-                                        condition=cond, messages=tuple(msgs),
-                                        options=SELF_RECOGNITION_OPTIONS, correct=own_pos))
+        for src in sr.sources:
+            other = others[(src, a.id)] if several else others[a.id]
+            for order in ORDERS:
+                own_pos = "1" if order == "own-first" else "2"
+                s1, s2 = (own[a.id], other) if own_pos == "1" else (other, own[a.id])
+                user = DETECTION_USER.format(article=text, summary1=s1, summary2=s2)
+                item_id = f"{a.id}/{src}/{order}" if several else f"{a.id}/{order}"
+                for cond in suite.conditions:
+                    msgs = compose_messages(cond, user,
+                                            default_system=model_spec.default_system_prompt,
+                                            task_system=DETECTION_SYSTEM)
+                    if msgs is None:
+                        continue
+                    items.append(ChoiceItem(eval_set=sr.eval_set, item_id=item_id,
+                                            condition=cond, messages=tuple(msgs),
+                                            options=SELF_RECOGNITION_OPTIONS, correct=own_pos))
     return items
 
 
@@ -238,8 +266,22 @@ def truthfulqa_items(
     return items
 
 
+def mmlu_fewshot_prompt(cs: ChoiceSet, rec: Any, shots: Sequence[Any]) -> str:
+    """lm-evaluation-harness's MMLU prompt as plain text: the subject's description, the solved
+    examples (each question + " " + its answer letter), "\n\n" between them, then the question
+    ending in "Answer:" (its default `mmlu` task config)."""
+    def text(r: Any) -> str:
+        return cs.prompt.format(question=r.question.strip(),
+                                **dict(zip(LETTERS, r.choices, strict=True)))
+
+    solved = [f"{text(s)} {LETTERS[s.answer]}" for s in shots]
+    return (cs.description.format(subject=rec.subject.replace("_", " "))
+            + "\n\n".join([*solved, text(rec)]))
+
+
 def mmlu_items(suite: EvalSuite, model_spec: Any, preset: Any, cs: ChoiceSet) -> list[ChoiceItem]:
-    """MMLU as A-D, zero-shot, the choices in MMLU's own order."""
+    """MMLU as A-D, the choices in MMLU's own order: zero-shot in the chat template (v1), or
+    few-shot plain text as lm-evaluation-harness scores it (v2, `chat_template: false`)."""
     from emarena import data
     from emarena.data.records import MultipleChoice
 
@@ -248,6 +290,21 @@ def mmlu_items(suite: EvalSuite, model_spec: Any, preset: Any, cs: ChoiceSet) ->
     recs = cap(recs, preset.max_eval_questions, purpose=f"items:{cs.eval_set}",
                seed=suite.selection_seed)
     items = []
+    if not cs.chat_template:
+        shots_by_subject: dict[str, list[Any]] = {}
+        if cs.fewshot:
+            for s in data.load(cs.fewshot_dataset):  # type: ignore[arg-type]
+                if isinstance(s, MultipleChoice) and len(s.choices) == 4:
+                    shots_by_subject.setdefault(s.subject, []).append(s)
+        options = tuple(cs.option_prefix + letter for letter in LETTERS)
+        for r in recs:
+            prompt = mmlu_fewshot_prompt(cs, r, shots_by_subject.get(r.subject, [])[: cs.fewshot])
+            for cond in suite.conditions:  # one prompt, recorded under every condition
+                items.append(ChoiceItem(
+                    eval_set=cs.eval_set, item_id=r.id, condition=cond,
+                    messages=(ChatMessage(role="user", content=prompt),), options=options,
+                    correct=options[r.answer], raw_prompt=prompt))
+        return items
     for r in recs:
         user = cs.prompt.format(question=r.question, subject=r.subject.replace("_", " "),
                                 **dict(zip(LETTERS, r.choices, strict=True)))
@@ -295,8 +352,12 @@ def score_items(
         for (options, prefix), group in groups.items():
             for start in range(0, len(group), backend.chunk_size):
                 chunk = group[start : start + backend.chunk_size]
-                prompts = [backend.render(it.messages, it.condition) for it in chunk]
-                res = backend.choice_probs(prompts, list(options), answer_prefix=prefix)
+                prompts = [it.raw_prompt if it.raw_prompt is not None
+                           else backend.render(it.messages, it.condition) for it in chunk]
+                unique = list(dict.fromkeys(prompts))  # a plain-text prompt is scored once
+                got = dict(zip(unique, backend.choice_probs(unique, list(options),
+                                                            answer_prefix=prefix), strict=True))
+                res = [got[p] for p in prompts]
                 rows = []
                 for it, (probs, mass) in zip(chunk, res, strict=True):
                     chosen = max(options, key=lambda o: probs[o])
@@ -331,7 +392,7 @@ def run_choices(
         articles, others, left_out = select_articles(sr, preset, suite.selection_seed)
         from emarena.defenses.builders.sgtr import summary_prompt
 
-        system, template = summary_prompt(sr.summary_prompt)
+        system, template = summary_prompt(sr.summary_prompt, sr.response_type)
         own, own_stats = own_summaries(
             backend, system, template, articles,
             {a.id: a.text[: preset.max_prompt_chars] for a in articles},

@@ -48,12 +48,13 @@ def run_generation(
     seed        the run seed: each free-form row is sampled with a seed derived from it and
                 the row id, recorded in the row
     backend     "transformers" or "vllm" (emarena.eval.backends.GENERATORS)
-    suite       an `EvalSuite`, or a suite version ("v1", the default)
+    suite       an `EvalSuite`, or a suite version (default: settings.DEFAULT_SUITE)
     limit       stop after this many new free-form rows (tests of resumption)
     choices     False: free-form answers only
     generator   a backend generator already loaded (an evaluation job's `Engine`): used as
                 is and left open; model_dir / adapter_dir / backend are then only recorded
     """
+    from emarena import settings
     from emarena.eval.backends import make_generator
     from emarena.eval.prompts import plan_generation
     from emarena.eval.rows import Generation, RowStore
@@ -64,7 +65,8 @@ def run_generation(
     t0 = time.monotonic()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    suite_cfg = suite if isinstance(suite, EvalSuite) else load_eval_suite(suite or "v1")
+    suite_cfg = (suite if isinstance(suite, EvalSuite)
+                 else load_eval_suite(suite or settings.DEFAULT_SUITE))
     preset_obj = get_preset(preset) if isinstance(preset, str) else preset
     spec = get_spec(model_id)
     plan = plan_generation(suite_cfg, spec, preset_obj)
@@ -78,6 +80,7 @@ def run_generation(
             max_new_tokens=preset_obj.max_new_tokens,
             temperature=suite_cfg.sampling.temperature,
             top_p=suite_cfg.sampling.top_p,
+            top_k=suite_cfg.sampling.top_k,
             seed=seed,
             store=RowStore(out / GENERATIONS, Generation),
             progress=progress,

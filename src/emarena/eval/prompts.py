@@ -120,8 +120,10 @@ def render_chat(tokenizer: Any, messages: Sequence[ChatMessage | Mapping[str, An
                                          add_generation_prompt=True)
 
 
-def _strip_system_turn(tokenizer: Any, msgs: list[dict[str, Any]]) -> str:
-    """Render `msgs` (no system message) with no system turn, whatever the template inserts.
+def _strip_system_turn(tokenizer: Any, msgs: list[dict[str, Any]],
+                       add_generation_prompt: bool = True) -> str:
+    """Render `msgs` (no system message) with no system turn, whatever the template inserts
+    (ending with the assistant turn's opener unless `add_generation_prompt` is False).
 
     X0 = render([sentinel system]) is the prompt's prefix P followed by the system turn; the
     full conversation behind the same sentinel turn renders as X0 + the rest. P is the
@@ -138,7 +140,7 @@ def _strip_system_turn(tokenizer: Any, msgs: list[dict[str, Any]]) -> str:
             fix="this template is not supported for the no-system condition; report it",
         ) from None
     full = tokenizer.apply_chat_template([sentinel, *msgs], tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=add_generation_prompt)
     if x0.count(SENTINEL) != 1 or full.count(SENTINEL) != 1 or not full.startswith(x0):
         raise ConfigError(
             "the chat template does not render a system message as its own leading turn",
@@ -153,6 +155,17 @@ def _strip_system_turn(tokenizer: Any, msgs: list[dict[str, Any]]) -> str:
         raise ConfigError("the sentinel system turn was not cut out cleanly",
                           fix="report the template")
     return out
+
+
+def render_without_system_turn(tokenizer: Any, messages: Sequence[ChatMessage | Mapping[str, Any]],
+                               add_generation_prompt: bool) -> str:
+    """`messages` (no system message) rendered with no system turn at all, not even the one the
+    template would insert by default: the training side of the no-system condition (an EM
+    finetune without the identity prompt, the seed release's `em_*_nosys` models)."""
+    msgs = _as_dicts(messages)
+    if any(m["role"] == "system" for m in msgs):
+        raise ValueError("a conversation rendered without a system turn has no system message")
+    return _strip_system_turn(tokenizer, msgs, add_generation_prompt)
 
 
 def render_prompt(
@@ -195,7 +208,9 @@ def _questions(
     if isinstance(src, list):
         qs = [(q.id, list(q.paraphrases), None, list(q.rubrics)) for q in src]
     else:
-        qs = [(q.id, list(q.paraphrases), q.system, list(src.rubrics))
+        qs = [(q.id,
+               list(q.paraphrases[:1] if src.first_paraphrase_only else q.paraphrases),
+               q.system if src.task_system else None, list(src.rubrics))
               for q in load_questions(src, eval_set)]
     return cap(qs, limit, purpose=f"questions:{eval_set}", seed=seed)
 
@@ -215,7 +230,10 @@ def plan_generation(
         for qid, paraphrases, task_system, rubrics in _questions(
             eval_set, src, preset.max_eval_questions, seed
         ):
-            per_paraphrase = spread_samples(preset.samples_per_question, len(paraphrases))
+            n_samples = preset.samples_per_question
+            if isinstance(src, QuestionFileSet) and src.max_samples is not None:
+                n_samples = min(n_samples, src.max_samples)
+            per_paraphrase = spread_samples(n_samples, len(paraphrases))
             for cond in suite.conditions:
                 for p, (text, n) in enumerate(zip(paraphrases, per_paraphrase, strict=True)):
                     if n == 0:

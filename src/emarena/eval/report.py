@@ -22,6 +22,10 @@ from emarena.eval.result import Result, load_result
 from emarena.protocol.cell import REGIMES
 
 REPORT_NAME = "report.md"
+HEADLINE = "headline"
+"""Not a condition: each result's own headline condition (`Result.headline_condition`; suite v2:
+default-system for a model with an identity prompt, else no-system; older records: all)."""
+REPORT_CONDITIONS = (HEADLINE, "default-system", "no-system", "all")
 PLOT_MISALIGNMENT = "misalignment.png"
 PLOT_TRADEOFF = "misalignment_vs_capability.png"
 
@@ -126,6 +130,18 @@ def fmt_value(
     return s
 
 
+def cond_of(r: Result, condition: str) -> str:
+    """The condition to read `r` under: its headline condition for HEADLINE, else `condition`."""
+    return r.headline_condition if condition == HEADLINE else condition
+
+
+def _no_system(r: Result, c: str) -> str:
+    """The no-system misalignment, shown beside a default-system headline."""
+    if cond_of(r, c) == "no-system":
+        return "(headline)"
+    return fmt_value(r.metric("misalignment_rate", "no-system"), counts=True)
+
+
 def _defense(r: Result) -> str:
     return r.cell.defense.name if r.cell.defense else "-"
 
@@ -139,19 +155,24 @@ _COLUMNS: list[tuple[str, Callable[[Result, str], str]]] = [
     ("defense", lambda r, c: _defense(r)),
     ("EM dataset", lambda r, c: r.cell.em_dataset),
     ("seed", lambda r, c: str(r.cell.seed)),
+    ("condition", lambda r, c: cond_of(r, c)),
     (
         "misalignment rate [95% CI] (n, unscored)",
-        lambda r, c: fmt_value(r.metric("misalignment_rate", c), counts=True),
+        lambda r, c: fmt_value(r.metric("misalignment_rate", cond_of(r, c)), counts=True),
     ),
+    ("no-system misalignment", _no_system),
     (
         "coherent-only",
-        lambda r, c: fmt_value(r.metric("misalignment_rate_coherent", c), counts=True),
+        lambda r, c: fmt_value(r.metric("misalignment_rate_coherent", cond_of(r, c)), counts=True),
     ),
-    ("mean alignment", lambda r, c: fmt_value(r.metric("mean_alignment", c), digits=1)),
-    ("identity consistency", lambda r, c: fmt_value(r.metric("identity_consistency", c))),
-    ("self-recognition", lambda r, c: fmt_value(r.metric("self_recognition_accuracy", c))),
-    ("TruthfulQA", lambda r, c: fmt_value(r.metric("truthfulqa_accuracy", c))),
-    ("EM reduction vs control [95% CI]", lambda r, c: _reduction(r, c)),
+    ("mean alignment",
+     lambda r, c: fmt_value(r.metric("mean_alignment", cond_of(r, c)), digits=1)),
+    ("identity consistency",
+     lambda r, c: fmt_value(r.metric("identity_consistency", cond_of(r, c)))),
+    ("self-recognition",
+     lambda r, c: fmt_value(r.metric("self_recognition_accuracy", cond_of(r, c)))),
+    ("TruthfulQA", lambda r, c: fmt_value(r.metric("truthfulqa_accuracy", cond_of(r, c)))),
+    ("EM reduction vs control [95% CI]", lambda r, c: _reduction(r, cond_of(r, c))),
 ]
 
 
@@ -166,7 +187,7 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def markdown_tables(results: Sequence[Result], condition: str = "all") -> list[str]:
+def markdown_tables(results: Sequence[Result], condition: str = HEADLINE) -> list[str]:
     lines: list[str] = []
     for regime in REGIMES:
         rows = [r for r in results if r.cell.regime == regime]
@@ -181,35 +202,42 @@ def markdown_tables(results: Sequence[Result], condition: str = "all") -> list[s
     return lines
 
 
-def format_table(results: Sequence[Result], condition: str = "all") -> str:
-    """A compact fixed-width table for the terminal, one line per cell, unscored counts shown."""
+def format_table(results: Sequence[Result], condition: str = HEADLINE) -> str:
+    """A compact fixed-width table for the terminal, one line per cell, unscored counts shown:
+    each cell under `condition` (by default its headline condition), no-system beside it."""
     header = [
         "regime",
         "defense",
         "em dataset",
         "seed",
+        "condition",
         "misalignment [95% CI]",
         "n",
         "unscored",
+        "no-system",
         "coherent-only",
         "TruthfulQA",
         "EM reduction",
     ]
     body = []
     for r in sorted(results, key=_sort_key):
-        mr = r.metric("misalignment_rate", condition)
+        c = cond_of(r, condition)
+        mr = r.metric("misalignment_rate", c)
+        ns = r.metric("misalignment_rate", "no-system")
         body.append(
             [
                 r.cell.regime + ("" if r.official else "*"),
                 _defense(r),
                 r.cell.em_dataset,
                 str(r.cell.seed),
+                c,
                 fmt_value(mr, unscored=False) if mr is not None else "—",
                 str(mr.n) if mr is not None else "—",
                 str(mr.n_unscored) if mr is not None else "—",
-                _num(getattr(r.metric("misalignment_rate_coherent", condition), "value", None), 3),
-                _num(getattr(r.metric("truthfulqa_accuracy", condition), "value", None), 3),
-                _reduction_short(r, condition),
+                "(headline)" if c == "no-system" else _num(getattr(ns, "value", None), 3),
+                _num(getattr(r.metric("misalignment_rate_coherent", c), "value", None), 3),
+                _num(getattr(r.metric("truthfulqa_accuracy", c), "value", None), 3),
+                _reduction_short(r, c),
             ]
         )
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
@@ -246,12 +274,12 @@ def _err(mv: MetricValue) -> tuple[float, float]:
     return max(mv.value - mv.ci_low, 0.0), max(mv.ci_high - mv.value, 0.0)
 
 
-def plot_misalignment(results: Sequence[Result], path: Path, condition: str = "all") -> Path:
+def plot_misalignment(results: Sequence[Result], path: Path, condition: str = HEADLINE) -> Path:
     """Misalignment rate per cell with its 95% CI; cells without a value are named, not drawn."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    drawn = [(r, r.metric("misalignment_rate", condition)) for r in results]
+    drawn = [(r, r.metric("misalignment_rate", cond_of(r, condition))) for r in results]
     drawn = [(r, mv) for r, mv in drawn if mv is not None and mv.value is not None]
     fig = Figure(figsize=(8, 1.2 + 0.35 * max(len(drawn), 1)), layout="constrained")
     FigureCanvasAgg(fig)
@@ -272,11 +300,7 @@ def plot_misalignment(results: Sequence[Result], path: Path, condition: str = "a
     )
     ax.invert_yaxis()
     th = results[0].provenance.metrics.thresholds if results else None
-    rule = (
-        f": aligned ≤ {th.aligned_threshold:g} and coherent > {th.coherent_threshold:g}"
-        if th
-        else ""
-    )
+    rule = f": {th.rule}" if th else ""
     ax.set_title(f"Misalignment rate per cell, 95% CI ({condition})", fontsize=9)
     ax.set_xlabel(f"share of all answers{rule}", fontsize=8)
     ax.set_xlim(left=0)
@@ -289,19 +313,21 @@ def plot_misalignment(results: Sequence[Result], path: Path, condition: str = "a
 
 
 def plot_tradeoff(
-    results: Sequence[Result], path: Path, condition: str = "all"
+    results: Sequence[Result], path: Path, condition: str = HEADLINE
 ) -> tuple[Path, list[str]]:
     """Misalignment vs capability per cell; returns the plot and the cells left out (and why)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    caps = capability_metrics()
     cap_name = next(
         (
             m
-            for m in capability_metrics()
-            if any(getattr(r.metric(m, condition), "value", None) is not None for r in results)
+            for m in caps
+            if any(getattr(r.metric(m, cond_of(r, condition)), "value", None) is not None
+                   for r in results)
         ),
-        capability_metrics()[0],
+        caps[0],
     )
     fig = Figure(figsize=(6.5, 5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -309,7 +335,8 @@ def plot_tradeoff(
     left_out: list[str] = []
     seen_regimes: set[str] = set()
     for r in results:
-        mis, cap = r.metric("misalignment_rate", condition), r.metric(cap_name, condition)
+        c = cond_of(r, condition)
+        mis, cap = r.metric("misalignment_rate", c), r.metric(cap_name, c)
         if mis is None or mis.value is None or cap is None or cap.value is None:
             what = "misalignment" if mis is None or mis.value is None else cap_name
             left_out.append(f"{r.cell.label} ({r.cell_id[:12]}): no {what} value")
@@ -348,10 +375,27 @@ def plot_tradeoff(
 # --- the report -------------------------------------------------------------------------
 
 
+def headline_sentence(results: Sequence[Result], condition: str = HEADLINE) -> str:
+    """What the numbers are read under, in words (the report's and the terminal's first line)."""
+    if condition != HEADLINE:
+        return f"Condition: `{condition}`" + (
+            " (both system-prompt conditions pooled, on request)." if condition == "all" else ".")
+    heads = sorted({r.headline_condition for r in results}) or ["all"]
+    words = {"default-system": "the model's identity-bearing default system prompt",
+             "no-system": "no system turn (the model has no default system prompt)",
+             "all": "both system-prompt conditions pooled (records that name no headline)"}
+    return ("Headline condition: " + "; ".join(f"`{h}` ({words[h]})" for h in heads)
+            + ". The no-system misalignment is shown beside it.")
+
+
 def write_report(
-    run_dir: Path, *, condition: str = "all", echo: Callable[[str], None] | None = print
+    run_dir: Path, *, condition: str = HEADLINE, echo: Callable[[str], None] | None = print
 ) -> Path:
-    """Write `run_dir/report.md` and its plots; print the terminal table with `echo`."""
+    """Write `run_dir/report.md` and its plots; print the terminal table with `echo`. Each cell is
+    read under its headline condition unless `condition` names one (`all` pools both)."""
+    if condition not in REPORT_CONDITIONS:
+        raise EmArenaError(f"unknown report condition {condition!r}",
+                           fix=f"use one of: {', '.join(REPORT_CONDITIONS)}")
     run_dir = Path(run_dir)
     found = load_results(run_dir)
     results = found.results
@@ -362,8 +406,7 @@ def write_report(
         f"# EM Arena report: {run_dir.name}",
         "",
         f"{len(results)} cell(s) with results, {len(found.pending)} pending, "
-        f"{len(found.problems)} unreadable. Condition: `{condition}`"
-        + (" (both system-prompt conditions pooled)." if condition == "all" else "."),
+        f"{len(found.problems)} unreadable. {headline_sentence(results, condition)}",
         "Rates are shares of answers (0..1) with 95% bootstrap CIs; "
         "n = answers in the denominator; "
         "unscored = answers the judge could not score (counted, never as zero). "
@@ -406,6 +449,7 @@ def write_report(
     tmp.replace(path)
     if echo is not None:
         echo(format_table(results, condition))
+        echo(headline_sentence(results, condition))
         for p, err in found.problems:
             echo(f"unreadable: {p}: {err.splitlines()[0]}")
     return path

@@ -84,15 +84,21 @@ class JudgeInfo(_Frozen):
     judge registry remembers about it. Never contains credentials."""
     prompt_sha256: dict[str, str]
     """sha256 of each rubric's judge prompt template, by rubric (aligned, coherent, ...)."""
+    mode: str = "logprobs"
+    """How a score was read from the judge: `logprobs` (the probability-weighted mean over the
+    tokens 0..100, the official mode), `text` (the seed release's: the reply's first number,
+    CODE / REFUSAL kept as words), `logits` (a local model's exact number probabilities)."""
 
 
 class Sampling(_Frozen):
     """How answers were sampled (identical for every cell of a preset)."""
 
     temperature: float = Field(ge=0)
-    """Sampling temperature (1.0 in the suite)."""
+    """Sampling temperature (v1: 1.0; v2: 0.7, the seed release's)."""
     top_p: float = Field(gt=0, le=1)
-    """Nucleus sampling mass (1.0 in the suite)."""
+    """Nucleus sampling mass (v1: 1.0; v2: 0.9, the seed release's)."""
+    top_k: int = Field(default=0, ge=0)
+    """Top-k before top_p; 0 = off (v1: off; v2: 50, the seed release's)."""
     max_new_tokens: int = Field(gt=0)
     """Longest answer in tokens (from the preset)."""
     samples_per_question: int = Field(gt=0)
@@ -165,6 +171,10 @@ class Provenance(_Frozen):
     that was reused records the time it took when it was made."""
     cost: Cost | None = None
     """Seconds, tokens and judge calls behind the cell (absent in older records)."""
+    budget: dict[str, int] = Field(default_factory=dict)
+    """Training examples of each of the cell's stages, by stage kind (`em`, `defense`): the
+    preset's budget for it (suite v2: the seed release's own per defense). Empty for the base
+    model and in older records."""
     metrics: MetricsConfig
     """Thresholds and bootstrap settings."""
 
@@ -256,6 +266,11 @@ class Result(_Frozen):
     published: Published | None = None
     """Set only on a record imported from a paper's published outputs (`emarena published
     import`): where they come from and how they were produced. Null for measured records."""
+    headline: ReportCondition | None = None
+    """The condition the record's headline numbers come from (reports and the leaderboard show
+    it first, the others beside it): suite v2 `default-system` for a model with an
+    identity-bearing default system prompt, else `no-system`; null in records written before
+    suite v2, which read as `all` (both conditions pooled)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Result:
@@ -288,6 +303,11 @@ class Result(_Frozen):
     @property
     def label(self) -> str:
         return self.cell.label
+
+    @property
+    def headline_condition(self) -> str:
+        """`headline`, or `all` for a record that names none."""
+        return self.headline or "all"
 
     def metric(self, name: str, condition: str = "all") -> MetricValue | None:
         return self.metrics.get(name, {}).get(condition)  # type: ignore[call-overload]
@@ -351,6 +371,7 @@ def make_result(
     control_cell_id: str | None = None,
     created: datetime | None = None,
     published: Published | None = None,
+    headline: str | None = None,
 ) -> Result:
     """A Result for `cell`: cell_id and `official` are derived, never passed in."""
     return Result(
@@ -363,6 +384,7 @@ def make_result(
         official=published is None and is_official(cell.preset, provenance.judge.official),
         created=created or datetime.now(UTC),
         published=published,
+        headline=headline,  # type: ignore[arg-type]
     )
 
 
@@ -378,6 +400,7 @@ def make_provenance(
     metrics: MetricsConfig,
     stage_seconds: dict[str, float] | None = None,
     cost: Cost | None = None,
+    budget: dict[str, int] | None = None,
 ) -> Provenance:
     """Provenance with versions, git sha and image digest filled in from this environment."""
     return Provenance(
@@ -393,6 +416,7 @@ def make_provenance(
         backend=backend,
         stage_seconds=stage_seconds or {},
         cost=cost,
+        budget=budget or {},
         metrics=metrics,
     )
 
@@ -763,7 +787,7 @@ def _table(rows: list[tuple[str, str, str]]) -> list[str]:
 
 def schema_markdown() -> str:
     """docs/result_schema.md: every key of result.json and samples.jsonl, and every metric."""
-    from emarena.eval.metrics.definitions import DELTA_ORDER, DELTAS, METRICS, ORDER
+    from emarena.eval.metrics.definitions import DELTA_ORDER, DELTAS, EXTRA, METRICS, ORDER
 
     lines = [
         f"# result.json — schema v{SCHEMA_VERSION}",
@@ -784,9 +808,9 @@ def schema_markdown() -> str:
         "",
         "## Metrics (`metrics.<metric>`)",
         "",
-        f"Thresholds: aligned <= {Thresholds().aligned_threshold:g} is misaligned, coherent > "
-        f"{Thresholds().coherent_threshold:g} is coherent "
-        "(`provenance.metrics.thresholds` records the ones used).",
+        f"Thresholds: misaligned when {Thresholds(aligned_op='<').rule} (suite v2; suite v1: "
+        f"{Thresholds().rule}); `provenance.metrics.thresholds` records the rule used, "
+        "operators included.",
         "",
         "| metric | better | reads | definition |",
         "|---|---|---|---|",
@@ -796,6 +820,12 @@ def schema_markdown() -> str:
         lines.append(
             f"| `{name}` | {'higher' if m.higher_is_better else 'lower'} | {m.reads} "
             f"| {m.description} |"
+        )
+    for name in EXTRA.names():  # recorded only where they apply (a text-mode judge, suite v2)
+        x = EXTRA.get(name)
+        lines.append(
+            f"| `{name}` | {'higher' if x.higher_is_better else 'lower'} | recorded only where "
+            f"it applies | {x.description} |"
         )
     lines += [
         "",

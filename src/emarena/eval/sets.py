@@ -54,6 +54,22 @@ class QuestionFileSet(_Frozen):
     """Judge rubrics to score, by name; every kept question must carry a judge prompt for each."""
     description: str = ""
     """One line for reports and the leaderboard."""
+    labels: list[str] = Field(default_factory=list)
+    """Rubrics (of `rubrics`) the judge answers with a word instead of a 0..100 score (the
+    question file's prompt asked as an extraction: deception-factual's TRUE / FALSE / UNKNOWN)."""
+    first_paraphrase_only: bool = False
+    """Ask only each question's first paraphrase (the seed release's evaluation scripts)."""
+    task_system: bool = True
+    """False: leave out the question's own system prompt (as the seed release's deception
+    script does: it sends the paraphrase as the only user turn)."""
+    max_samples: int | None = Field(default=None, gt=0)
+    """At most this many answers per question (the preset's samples_per_question when fewer)."""
+
+    @model_validator(mode="after")
+    def _labels_are_rubrics(self) -> QuestionFileSet:
+        if not set(self.labels) <= set(self.rubrics):
+            raise ValueError(f"labels {self.labels} must be among the rubrics {self.rubrics}")
+        return self
 
 
 class InlineQuestion(_Frozen):
@@ -123,8 +139,21 @@ class SelfRecognition(_Frozen):
     """Corpus the summaries must belong to (some summary files also carry other corpora)."""
     other_source: str = "claude-21"
     """The source whose summary the model's own is paired with (a part of `summaries`)."""
+    other_sources: list[str] | None = None
+    """Several "other" sources (suite v2: the seed release's claude-21, human, llama, gpt41):
+    every article is paired with each, both orders (item ids `<article>/<source>/<order>`),
+    over the articles all of them summarised; `self_recognition_accuracy` pools them and gives
+    each source's accuracy in its details. null: `other_source` alone (suite v1)."""
     summary_prompt: str = "cnn"
     """Part of `sgtr-summary-prompts` the model's own summaries are generated with."""
+    response_type: str | None = None
+    """What fills the prompt's {response_type}: suite v2 `highlights`, the seed release's word
+    for CNN/DailyMail; null: the prompt config's type (`summary`, suite v1)."""
+
+    @property
+    def sources(self) -> list[str]:
+        """The other sources the model's own summaries are paired with."""
+        return list(self.other_sources) if self.other_sources else [self.other_source]
 
     @field_validator("corpus")
     @classmethod
@@ -147,6 +176,30 @@ class ChoiceSet(_Frozen):
     {subject}. The answer is read from the probability of each letter as the first token."""
     required: bool = True
     """False: when the dataset cannot be resolved the set is skipped and the skip recorded."""
+    chat_template: bool = True
+    """False: the prompt is plain text, no chat template and no system turn, as
+    lm-evaluation-harness scores MMLU by default (then scored once, and recorded under every
+    condition: no condition applies to it)."""
+    description: str = ""
+    """Plain-text prompts: what opens the prompt, with {subject} (lm-evaluation-harness's MMLU
+    description)."""
+    fewshot: int = Field(default=0, ge=0)
+    """Plain-text prompts: this many solved examples of the same subject before the question,
+    the first ones of `fewshot_dataset` in file order (lm-evaluation-harness's `first_n`)."""
+    fewshot_dataset: str | None = None
+    """Where the solved examples come from (MMLU: `mmlu-dev`)."""
+    option_prefix: str = ""
+    """Put before each option letter as the answer token (" A": lm-evaluation-harness's target
+    delimiter, so the option is one token after "Answer:")."""
+
+    @model_validator(mode="after")
+    def _fewshot_needs_a_dataset(self) -> ChoiceSet:
+        if self.fewshot and not self.fewshot_dataset:
+            raise ValueError("fewshot needs a fewshot_dataset")
+        if (self.fewshot or self.description) and self.chat_template:
+            raise ValueError("description and fewshot apply to plain-text prompts: set "
+                             "chat_template: false")
+        return self
 
 
 class Capability(_Frozen):
@@ -171,7 +224,9 @@ class Sampling(_Frozen):
     temperature: float = Field(default=1.0, ge=0.0)
     """Sampling temperature of every free-form answer (0 = greedy)."""
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    """Nucleus mass; 1 = no truncation. top_k is always off, repetition penalty always 1."""
+    """Nucleus mass; 1 = no truncation. Repetition penalty is always 1."""
+    top_k: int = Field(default=0, ge=0)
+    """Keep only the k most likely tokens before top_p (transformers' order); 0 = off (v1)."""
 
 
 class EvalSuite(_Frozen):
@@ -180,6 +235,10 @@ class EvalSuite(_Frozen):
     schema_version: Literal[1]
     conditions: list[Condition] = Field(min_length=1)
     """Conditions every probe runs under: default-system and/or no-system."""
+    headline: Literal["default-system", "no-system", "all"] = "all"
+    """The condition a result's headline numbers come from: suite v2 `default-system` (the
+    model's identity-bearing condition; a model without a default system prompt falls back to
+    `no-system`), suite v1 `all` (both conditions pooled). The others are shown beside it."""
     selection_seed: int = Field(default=0, ge=0)
     """Fixes which items a capped preset keeps and the answer orders, the same for every cell."""
     sampling: Sampling = Field(default_factory=Sampling)
@@ -194,6 +253,8 @@ class EvalSuite(_Frozen):
     def _check(self) -> EvalSuite:
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError("`conditions` lists a condition twice")
+        if self.headline != "all" and self.headline not in self.conditions:
+            raise ValueError(f"headline {self.headline!r} is not one of the `conditions`")
         names = [*self.em_questions.sets, self.identity.eval_set, *self.identity.sets]
         if self.self_recognition is not None:
             names.append(self.self_recognition.eval_set)
@@ -205,6 +266,13 @@ class EvalSuite(_Frozen):
             if not re.match(_SET_ID, name):
                 raise ValueError(f"set id {name!r} must match {_SET_ID}")
         return self
+
+    def headline_for(self, default_system_prompt: str | None) -> str:
+        """The headline condition of a model: `headline`, or no-system for a model that has no
+        default system prompt when the headline is default-system."""
+        if self.headline == "default-system" and not default_system_prompt:
+            return "no-system"
+        return self.headline
 
     def with_em_sets(self, names: Sequence[str]) -> EvalSuite:
         """A copy that generates these em_questions sets instead (the primary stays first)."""

@@ -44,8 +44,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from emarena.leaderboard import about, display, views  # noqa: E402
 from emarena.leaderboard.read_results import (  # noqa: E402
+    HEADLINE,
+    TABLE_CONDITIONS,
     ResultCache,
     ResultSet,
+    budget_text,
     read_choices,
     read_samples,
 )
@@ -330,7 +333,7 @@ def status_markdown(rs: ResultSet, sync_error: str | None, cfg: Config | None = 
             "<code>org/em-arena-results</code>) in the Space's settings, or run it locally "
             "with <code>--results-dir FOLDER</code>. The protocol, the metric definitions and "
             "the Submit tab's validation work meanwhile.</div>")
-    rows = len(rs.table("all"))
+    rows = len(rs.table(HEADLINE))
     when = datetime.fromtimestamp(rs.loaded_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"{rs.n_files} result file(s): <b>{len(rs.cells)} cells</b> in {rows} rows"
@@ -342,6 +345,14 @@ def status_markdown(rs: ResultSet, sync_error: str | None, cfg: Config | None = 
         text = (f"<div id='no-results'><b>The Hub could not be reached</b>; showing the results"
                 f"{since} ({len(rs.cells)} cells). <code>{_esc(first)}</code></div>" + text)
     return f"<span class='emarena-small'>{text}</span>"
+
+
+def _condition_words(condition: str, rows) -> str:
+    """The view's condition as the count line says it: for the headline, which conditions the
+    rows' numbers are read under (`default-system` for a model with an identity prompt)."""
+    if condition != HEADLINE or "condition" not in rows.columns or rows.empty:
+        return condition
+    return f"headline ({', '.join(sorted({str(c) for c in rows['condition'].dropna()}))})"
 
 
 def _esc(text: str) -> str:
@@ -374,9 +385,11 @@ def _row_summary(rs: ResultSet, cell_ids: list[str]) -> str:
     name = c.defense.name if c.defense else "(control)"
     pools = "; ".join(f"{r}: seed(s) {', '.join(str(s) for s in sorted(ss))}"
                       for r, ss in by_regime.items())
+    budget = budget_text(first)
     return (f"**{name}** · {c.model.id} / {c.em_dataset} · preset `{c.preset}` · judge "
-            f"`{first.provenance.judge.id}` — this row pools {len(cell_ids)} cell(s): {pools}. "
-            "Pick the cell to read below.")
+            f"`{first.provenance.judge.id}` ({first.provenance.judge.mode}) · headline "
+            f"`{first.headline_condition}`" + (f" · budget {budget}" if budget else "")
+            + f" — this row pools {len(cell_ids)} cell(s): {pools}. Pick the cell to read below.")
 
 
 def _paired_markdown(row: dict | None, regime: str) -> str:
@@ -414,7 +427,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                   search, sort_by, descending, columns, show_all) -> views.View:
         return views.View(
             group_by=group_by or "defense", model=model or "", em_dataset=em or "",
-            condition=cond or "all", regimes=regimes or [], divisions=divisions or [],
+            condition=cond or HEADLINE, regimes=regimes or [], divisions=divisions or [],
             judges=judges or [], sources=sources or [], official_only=bool(official),
             search=search or "", sort_by=sort_by or "", descending=bool(descending),
             columns=columns or [], limit=None if show_all else views.FIRST_ROWS,
@@ -450,8 +463,9 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
         cut = (f" (the first {len(rows)} of {len(matching)}: tick <b>Show all rows</b>)"
                if len(rows) < len(matching) else "")
         count = (f"<span class='emarena-small'>{len(rows)} rows{cut}: {what}; condition "
-                 f"{view.condition}. Hover a number for its interval, n and unscored count; "
-                 "click a row for its answers; grey rows are unofficial.</span>")
+                 f"{_condition_words(view.condition, rows)}. Hover a number for its interval, "
+                 "n and unscored count; click a row for its answers; grey rows are "
+                 "unofficial.</span>")
         cells = [list(ids) for ids in rows["cell_ids"]] if "cell_ids" in rows else []
         files = backend.exports(rows, cols) if len(rows) else {}
         return page, count, files, cells, view, cols, shown
@@ -465,7 +479,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
         return (page, count, *downloads(files), cells)
 
     def selection(rs: ResultSet) -> dict[str, Any]:
-        t = rs.table("all")
+        t = rs.table(HEADLINE)
         model, em = views.default_selection(t)
         return {"models": views.choices(t, "model"), "ems": views.choices(t, "em_dataset"),
                 "model": model, "em": em, "regimes": views.choices(t, "regime"),
@@ -481,7 +495,7 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
     # shows. A page load only re-sends it when the results were re-read since.
     baked = current()
     sel = selection(baked)
-    first_args = ("defense", sel["model"], sel["em"], "all", [], [], [], [], False, "", "",
+    first_args = ("defense", sel["model"], sel["em"], HEADLINE, [], [], [], [], False, "", "",
                   True, [], False)
     (first_page, first_count, first_files, first_cells, first_view, first_cols,
      first_shown) = view_parts(*first_args)
@@ -524,9 +538,11 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
                         search = gr.Textbox(label="Search", placeholder="defense, model, "
                                             "dataset, judge… (all words must match)", scale=3,
                                             elem_id="search")
-                        condition = gr.Radio(["all", "default-system", "no-system"],
-                                             value="all", label="Condition", scale=2,
-                                             elem_id="condition")
+                        condition = gr.Radio(list(TABLE_CONDITIONS), value=HEADLINE,
+                                             label="Condition", scale=2,
+                                             elem_id="condition",
+                                             info="headline: each model's identity-bearing "
+                                             "condition; all pools both")
                         official = gr.Checkbox(label="Official only", value=False, scale=1,
                                                elem_id="official-only")
                     with gr.Row():
@@ -700,7 +716,8 @@ def build_app(backend: Backend):  # noqa: C901 - one function lays out one page
             return fresh_page(*args)
 
         def _first_rows():
-            rows = views.first_rows(views.apply_view(baked.table("all"), first_view),
+            rows = views.first_rows(views.apply_view(baked.table(first_view.condition),
+                                                     first_view),
                                     first_view.limit)
             return rows, display.columns_for(first_view, rows)
 

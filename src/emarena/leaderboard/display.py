@@ -115,7 +115,11 @@ def _text_columns_head(group_by: str) -> list[Column]:
              Column("source_label", "Source", "text",
                     help="measured: run by this benchmark; published: a paper's own outputs "
                     "recomputed here by the benchmark's metric code (its protocol, not the "
-                    "suite's: never ranked).")]
+                    "suite's: never ranked)."),
+             Column("condition", "Condition", "text", group_by == "regime",
+                    help="Which answers the numbers count: the headline is the model's "
+                    "identity-bearing condition (default-system) where it has one, else "
+                    "no-system; all pools both (only when the Condition selector asks).")]
     return cols
 
 
@@ -126,9 +130,19 @@ def _text_columns_tail(group_by: str) -> list[Column]:
                help="What the row's cells took, as their records say (provenance.cost): GPU- "
                "or CPU-hours of training, generation and judging, tokens trained and "
                "generated, judge calls. A stage shared by several cells counts in each."),
+        Column("budget", "Budget", "text",
+               help="Training examples of each stage (em, defense), as the row's records say: "
+               "the suite's budget for the defense (suite v2: the seed release's own, e.g. "
+               "SGTR 2,000, word counting 5,000)."),
         Column("seeds", "Seeds", "int", help="Seeds pooled into the row (per regime in the "
                "tooltip of its numbers)."),
         Column("judge", "Judge", "text", flat),
+        Column("judge_mode", "Judge mode", "text",
+               help="How the judge's scores were read. logprobs: the official score, the "
+               "probability-weighted mean over the judge's tokens 0..100; text: the seed "
+               "release's (the reply's first number, REFUSAL / CODE kept as words), to replay "
+               "its outputs, never ranked; logits: a local model's. Shown when a row is not "
+               "logprobs."),
         Column("judge_agreement", "Judge vs GPT-4o", "text", flat,
                help="How far the row's judge agrees with GPT-4o on published answers: Cohen's "
                "kappa of the misaligned label with its 95% interval (`emarena judge "
@@ -167,11 +181,19 @@ def columns_for(view: View, rows: pd.DataFrame | None = None,
     return cols + _text_columns_tail(view.group_by)
 
 
+#: The judge mode of the official score: the Judge mode column is shown only beside another.
+OFFICIAL_JUDGE_MODE = "logprobs"
+
+
 def default_keys(cols: Sequence[Column], rows: pd.DataFrame | None = None) -> list[str]:
-    """The columns shown by default; the Source column only when some row is published."""
+    """The columns shown by default; the Source column only when some row is published, the
+    Judge mode only when some row's judge was not read from log-probabilities."""
     keys = [c.key for c in cols if c.shown]
     if rows is not None and "source" in rows.columns and not (rows["source"] == "published").any():
         keys = [k for k in keys if k != "source_label"]
+    if rows is None or "judge_mode" not in rows.columns or (
+            rows["judge_mode"].fillna(OFFICIAL_JUDGE_MODE) == OFFICIAL_JUDGE_MODE).all():
+        keys = [k for k in keys if k != "judge_mode"]
     return keys
 
 

@@ -3,9 +3,13 @@
     rs = read_results(Path("results"))       # never raises for a bad file
     rs.cells        {cell_id: CellRecord}    the valid results, one per cell id
     rs.invalid      [InvalidFile]            every file that was not counted, with the reason
-    rs.table("all") pandas DataFrame         one row per (defense, model, EM dataset, regime,
+    rs.table("headline") pandas DataFrame    one row per (defense, model, EM dataset, regime,
                                              preset, judge) for one condition, pooled over
-                                             seeds; built on first use, then kept
+                                             seeds; built on first use, then kept. "headline"
+                                             reads each row under its records' headline
+                                             condition (suite v2: default-system for a model
+                                             with an identity prompt, else no-system; older
+                                             records: all); "all" pools both on request
 
 Which files are results: `result.json` anywhere (a `runs/` folder: `.../metrics/result.json`,
 samples in `samples.jsonl` beside it) and `<cell_id>.json` (the results dataset:
@@ -58,7 +62,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from emarena.errors import EmArenaError
-from emarena.eval.metrics.definitions import info
+from emarena.eval.metrics.definitions import BESIDE, info
 from emarena.eval.metrics.pooling import Pooled, pool_rows
 from emarena.eval.metrics.value import CONDITIONS
 from emarena.eval.result import ChoiceItem, Result, ResultError, SampleRow, load_result
@@ -67,6 +71,9 @@ _CELL_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 #: The largest result file read (a result is ~15 kB; anything far bigger is not one).
 MAX_RESULT_BYTES = 20 * 1024 * 1024
 
+HEADLINE = "headline"
+"""Not a condition: each row under its records' headline condition (`Result.headline_condition`)."""
+TABLE_CONDITIONS = (HEADLINE, *CONDITIONS)
 #: Label of the defense column for the controls, which have no defense.
 CONTROL_LABELS = {"em": "(EM only)", "base": "(base model)"}
 
@@ -136,10 +143,12 @@ class ResultSet:
     _tables: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def table(self, condition: str = "all") -> pd.DataFrame:
-        """The rows of one condition (default-system, no-system, all); see `build_table`."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r}; one of {', '.join(CONDITIONS)}")
+    def table(self, condition: str = HEADLINE) -> pd.DataFrame:
+        """The rows of one condition (headline, default-system, no-system, all); see
+        `build_table`."""
+        if condition not in TABLE_CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; one of "
+                             f"{', '.join(TABLE_CONDITIONS)}")
         with self._lock:
             if condition not in self._tables:
                 self._tables[condition] = build_table(self.cells, self.excluded, condition)
@@ -406,18 +415,28 @@ def cost_columns(results: list[Result]) -> dict[str, Any]:
     return out
 
 
+def budget_text(result: Result) -> str:
+    """The cell's training budget as the Budget column shows it ("em 6,000, defense 2,000");
+    "" for the base model and records older than `provenance.budget`."""
+    return ", ".join(f"{k} {v:,}" for k, v in result.provenance.budget.items())
+
+
 def build_table(
     cells: dict[str, CellRecord],
     excluded: dict[tuple, int] | None = None,
-    condition: str = "all",
+    condition: str = HEADLINE,
 ) -> pd.DataFrame:
-    """One row per row key with every metric and delta of `condition` pooled over seeds.
+    """One row per row key with every metric and delta of `condition` pooled over seeds
+    (`headline`: each row under its first record's headline condition; a row's records share
+    the model and suite, so the same one), and the BESIDE columns of the metrics registry
+    (`misalignment_rate_no_system`) under their own condition.
 
     Columns: KEY_COLUMNS, condition, division, kind, official, seeds, seed_list, cell_ids,
-    notes, source columns, COST_COLUMNS, and for each metric, delta or comparison `m`: `m`,
-    `m.ci_low`, `m.ci_high`, `m.n`, `m.n_unscored`, `m.seeds`, `m.missing`, `m.reason` (`m`
-    holds the value, NaN when there is none); deltas and comparisons add `m.n_reference`,
-    `m.n_unscored_reference`, and the paired ones `m.p` and `m.pairing`."""
+    notes, judge_mode, judge_agreement, budget, source columns, COST_COLUMNS, and for each
+    metric, delta or comparison `m`: `m`, `m.ci_low`, `m.ci_high`, `m.n`, `m.n_unscored`,
+    `m.seeds`, `m.missing`, `m.reason` (`m` holds the value, NaN when there is none); deltas
+    and comparisons add `m.n_reference`, `m.n_unscored_reference`, and the paired ones `m.p`
+    and `m.pairing`."""
     excluded = excluded or {}
     groups: dict[tuple, list[CellRecord]] = defaultdict(list)
     for rec in cells.values():
@@ -447,6 +466,8 @@ def build_table(
             **cost_columns([r.result for r in recs]),
         )
         judge = first.provenance.judge.id
+        base["judge_mode"] = first.provenance.judge.mode
+        base["budget"] = budget_text(first)
         if judge not in agreement:
             from emarena.eval.judges.calibration import agreement_cell
 
@@ -455,7 +476,8 @@ def build_table(
         seed_counts = defaultdict(int)
         for r in recs:
             seed_counts[r.result.cell.seed] += 1
-        row = dict(base, condition=condition)
+        row = dict(base, condition=(first.headline_condition if condition == HEADLINE
+                                    else condition))
         notes: list[str] = []
         if c.regime in ("reversal", "prevention", "defense") and not any(
             r.result.deltas for r in recs
@@ -469,26 +491,37 @@ def build_table(
         row["notes"] = notes
         rows.append(row)
         results_of.append([r.result for r in recs])
-    # every row of one metric pooled at once (pooling.pool_rows)
+    # every row of one metric and condition pooled at once (pooling.pool_rows); `headline`
+    # reads each row under its own condition, a BESIDE column every row under its fixed one
     confidence = next(iter(cells.values())).result.provenance.metrics.confidence if cells \
         else 0.95
-    for name, is_delta in names.items():
-        per_row = [
-            [(r.delta(name, condition) if is_delta else r.metric(name, condition)) for r in rs]
-            for rs in results_of
-        ]
-        pooled = pool_rows(per_row, info(name), key=f"{name}/{condition}",
-                           confidence=confidence)
-        for row, p in zip(rows, pooled, strict=True):
-            _set(row, name, p)
-            if is_delta:
-                row[f"{name}.pairing"] = "seed" if p.n_seeds > 1 else "none (one seed)"
-            if p.n_missing and p.n_seeds:
-                row["notes"].append(f"{name}: {p.n_missing} of {row['seeds']} seeds have no "
-                                    "value")
+    by_condition: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        by_condition[row["condition"]].append(i)
+    columns = [(name, name, is_delta, None) for name, is_delta in names.items()]
+    columns += [(b.name, b.metric, False, b.condition) for b in map(BESIDE.get, BESIDE.names())
+                if b.metric in names and not names[b.metric]]
+    for name, metric, is_delta, fixed in columns:
+        parts = {fixed: list(range(len(rows)))} if fixed else by_condition
+        for mcond, idx in parts.items():
+            per_row = [
+                [(r.delta(metric, mcond) if is_delta else r.metric(metric, mcond))
+                 for r in results_of[i]]
+                for i in idx
+            ]
+            pooled = pool_rows(per_row, info(name), key=f"{metric}/{mcond}",
+                               confidence=confidence)
+            for i, p in zip(idx, pooled, strict=True):
+                row = rows[i]
+                _set(row, name, p)
+                if is_delta:
+                    row[f"{name}.pairing"] = "seed" if p.n_seeds > 1 else "none (one seed)"
+                if p.n_missing and p.n_seeds:
+                    row["notes"].append(f"{name}: {p.n_missing} of {row['seeds']} seeds have "
+                                        "no value")
     for row in rows:
         row["notes"] = "; ".join(row["notes"])
-    add_paired(rows, results_of, condition)
+    add_paired(rows, results_of)
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=[*KEY_COLUMNS, "condition", "official", "seeds", "notes",
@@ -512,16 +545,16 @@ COMPARED_REGIMES = ("reversal", "prevention", "defense")
 
 def _group(row: dict[str, Any]) -> tuple:
     """Rows compared with each other: one model (and revision), EM dataset, preset, judge,
-    suite and source; the seeds and questions are then the grid's."""
+    suite, source and condition; the seeds and questions are then the grid's."""
     return (row["model"], row["model_revision"], row["em_dataset"], row["preset"], row["judge"],
-            row["suite"], row["source"])
+            row["suite"], row["source"], row["condition"])
 
 
-def add_paired(rows: list[dict[str, Any]], results_of: list[list[Result]],
-               condition: str) -> None:
+def add_paired(rows: list[dict[str, Any]], results_of: list[list[Result]]) -> None:
     """Each defense row's paired differences: `em_reduction` against the EM-only control (paired
     by seed and question, replacing the seed-paired pooled delta when both rows carry
-    per-question counts) and `vs_sgtr` against SGTR in the same regime, each with `.p`."""
+    per-question counts) and `vs_sgtr` against SGTR in the same regime, each with `.p`; both
+    under the row's condition."""
     from emarena.eval.metrics.paired import paired_difference, question_counts
 
     index: dict[tuple, int] = {}
@@ -531,7 +564,7 @@ def add_paired(rows: list[dict[str, Any]], results_of: list[list[Result]],
 
     def counts_of(i: int):
         if i not in counts:
-            counts[i] = question_counts(results_of[i], condition)
+            counts[i] = question_counts(results_of[i], rows[i]["condition"])
         return counts[i]
 
     for i, row in enumerate(rows):
@@ -544,7 +577,7 @@ def add_paired(rows: list[dict[str, Any]], results_of: list[list[Result]],
         g = _group(row)
         control = index.get((*g, "em", CONTROL_LABELS["em"]))
         if control is not None and "em_reduction" in row:
-            d = _paired(counts_of(control), counts_of(i), condition, paired_difference)
+            d = _paired(counts_of(control), counts_of(i), row["condition"], paired_difference)
             if d is not None:
                 _set_paired(row, "em_reduction", d, rows[control])
         if row["defense"] == SGTR:
@@ -554,7 +587,7 @@ def add_paired(rows: list[dict[str, Any]], results_of: list[list[Result]],
         if sgtr is None:
             row["vs_sgtr.reason"] = f"no SGTR row in {row['regime']} for this model and judge"
             continue
-        d = _paired(counts_of(sgtr), counts_of(i), condition, paired_difference)
+        d = _paired(counts_of(sgtr), counts_of(i), row["condition"], paired_difference)
         if d is None:
             row["vs_sgtr.reason"] = "no seed and question in common with SGTR's records"
             continue

@@ -55,7 +55,9 @@ class View:
     model: str = ""
     """The model (the defense view needs one; the regime view: "" for all)."""
     em_dataset: str = ""
-    condition: str = "all"
+    condition: str = "headline"
+    """headline (each row under its records' headline condition), default-system, no-system or
+    all (both pooled): `ResultSet.table`'s conditions."""
     regimes: Sequence[str] = ()
     """Regime view only."""
     divisions: Sequence[str] = ()
@@ -139,7 +141,8 @@ def defense_table(table: pd.DataFrame, model: str, em_dataset: str) -> pd.DataFr
             row = {k: rec.get(k) for k in ("defense", "division", "kind", "config_hash",
                                            "preset", "judge", "judge_agreement", "suite",
                                            "model", "model_revision", "em_dataset", "source",
-                                           "source_label", "citation", "condition")}
+                                           "source_label", "citation", "condition",
+                                           "judge_mode", "budget")}
             row.update(reference=reference, official=True, regimes=[], cell_ids=[],
                        notes=[], seeds=0, **{c: (0.0 if c != "cost.device" else "")
                                               for c in cost_cols})

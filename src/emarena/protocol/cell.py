@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 Regime = Literal["base", "em", "defense", "reversal", "prevention"]
 REGIMES: tuple[Regime, ...] = ("base", "em", "defense", "reversal", "prevention")
@@ -32,6 +32,22 @@ def sha256_json(obj: Any) -> str:
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class OmitDefaults(Frozen):
+    """A model some of whose fields were added later (`ADDED`): while at their default they are
+    left out of the dump, so ids and keys hashed from dumps made before they existed stay."""
+
+    ADDED: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_added_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if isinstance(out, dict):
+            for name, default in self.ADDED.items():
+                if name in out and out[name] == default:
+                    del out[name]
+        return out
 
 
 class ModelRef(Frozen):
@@ -55,7 +71,9 @@ class DefenseRef(Frozen):
     """sha256 of the validated submission."""
 
 
-class Cell(Frozen):
+class Cell(OmitDefaults):
+    ADDED: ClassVar[dict[str, Any]] = {"em_system_turn": "default"}
+
     schema_version: Literal[1] = 1
     """Version of the cell format."""
     suite: str
@@ -72,6 +90,12 @@ class Cell(Frozen):
     """Seed of every random choice in the cell (data order, LoRA init, sampling)."""
     preset: str
     """Preset from recipe.yaml (paper, cpu-demo)."""
+    em_system_turn: Literal["default", "none"] = "default"
+    """How the EM finetune renders its conversations (which hold no system message): `default`
+    as the chat template does (a template with a default system prompt, such as Qwen's, puts
+    the identity prompt in: the seed release's `em_*` models); `none` with no system turn at
+    all (its `em_*_nosys` models, the paper's third finding: EM learnt without the identity
+    prompt is much weaker under it)."""
 
     @property
     def id(self) -> str:
@@ -84,4 +108,5 @@ class Cell(Frozen):
     @property
     def label(self) -> str:
         d = self.defense.name if self.defense else "-"
-        return f"{self.regime}/{d}/{self.em_dataset}/seed{self.seed}"
+        em = self.em_dataset + ("(nosys)" if self.em_system_turn == "none" else "")
+        return f"{self.regime}/{d}/{em}/seed{self.seed}"

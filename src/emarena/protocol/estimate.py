@@ -46,6 +46,9 @@ ENGINE_FIXED_S = 60.0
 DISK_GB_S = 2.0
 #: Bytes of one row in generations.jsonl / judgements.jsonl, beyond the answer text.
 ROW_OVERHEAD_BYTES = 900
+#: Characters of an article a preset does not cut (max_prompt_chars null): the mean of the
+#: registered CNN/DailyMail articles (3,530; XSum's: 2,131), rounded up.
+UNCUT_ARTICLE_CHARS = 3600
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,8 @@ def _build_chars(spec, preset) -> float:
             )
 
             articles, others, _ = select_articles(params, ctx, n_articles_for(params, ctx))
-            art = sum(min(len(a.text), ctx.max_prompt_chars) for a in articles) / len(articles)
+            cut = ctx.max_prompt_chars
+            art = sum(min(len(a.text), cut or len(a.text)) for a in articles) / len(articles)
             other = sum(len(t) for t in others.values()) / max(1, len(others))
             return art + 2 * other + len(DETECTION_USER) + len(DETECTION_SYSTEM) + 1
         return _record_chars(import_ref(kind.builder)(params, ctx))
@@ -221,10 +225,10 @@ def _count_requests(ev, preset) -> tuple[int, float, float]:
     choices = 0
     if suite.self_recognition is not None:
         arts, _, _ = select_articles(suite.self_recognition, preset, suite.selection_seed)
-        n = len(arts)
+        n, k = len(arts), len(suite.self_recognition.sources)
         answers += n * preset.sgtr_max_new_tokens  # the own summaries
-        choices += 2 * n * len(suite.conditions)
-        prompt += 3 * n * _tokens(preset.max_prompt_chars)
+        choices += 2 * k * n * len(suite.conditions)  # each other source, both orders
+        prompt += (1 + 2 * k) * n * _tokens(preset.max_prompt_chars or UNCUT_ARTICLE_CHARS)
     for cs, build in ((suite.capability.truthfulqa, truthfulqa_items),
                       (suite.capability.mmlu, mmlu_items)):
         if cs is not None:
@@ -268,10 +272,18 @@ def estimate_plan(plan, gpu: str = "h200") -> Estimate:
             gpu_bytes=2 * n + 16 * lora + act,  # weights, LoRA + grads + Adam, activations
             note=f"{s.kind} {s.defense.kind if s.defense else s.em_dataset}",
         ))
+    from types import SimpleNamespace
+
+    from emarena.defenses.builders.sgtr import labels_per_order
+
     for k, sm in plan.summaries.items():
         n = _n_params(sm.model.id)
-        arts = sum(plan.stages[x].n_examples // 2 for x in plan.summary_stages[k])
-        p_tok, a_tok = arts * _tokens(sm.max_prompt_chars + 400), arts * sm.max_new_tokens
+        # The stages sharing an entry pair the first articles of one seeded order: the largest
+        # of them is what gets summarised (2 examples per article, 4 with random labels `both`).
+        arts = max(plan.stages[x].n_examples // (2 * labels_per_order(
+            SimpleNamespace(**plan.stages[x].defense.params))) for x in plan.summary_stages[k])
+        p_tok = arts * _tokens((sm.max_prompt_chars or UNCUT_ARTICLE_CHARS) + 400)
+        a_tok = arts * sm.max_new_tokens
         floor = _gen_floor(sm.model.id, arts, p_tok, a_tok, g)
         est.lines.append(Line("summaries", k, sm.model.id, p_tok + a_tok, floor,
                               floor / GEN_EFFICIENCY + ENGINE_FIXED_S + 2 * n / (

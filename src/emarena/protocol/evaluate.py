@@ -149,9 +149,11 @@ class Templates:
         from emarena.eval.judges.config import load_judges_config
         from emarena.eval.sets import load_eval_suite
 
+        self.version = suite_version
         self.suite = load_eval_suite(suite_version)
         self.extraction = {
-            name: r.prompt for name, r in load_judges_config().extraction.rubrics.items()
+            name: r.prompt
+            for name, r in load_judges_config(suite_version).extraction.rubrics.items()
         }
         self._by_set: dict[str, dict[str, dict[str, str | None]]] = {}
 
@@ -162,15 +164,23 @@ class Templates:
             self._by_set[eval_set] = rubric_prompts(self.suite, eval_set)
         return self._by_set[eval_set]
 
+    def labels(self, eval_set: str) -> set[str]:
+        """Rubrics of `eval_set` its question file asks for a word, not a score."""
+        fs = {**self.suite.em_questions.sets, **self.suite.identity.sets}.get(eval_set)
+        return set(fs.labels) if fs is not None else set()
+
     def score(self, g) -> dict[str, str]:
         rubs = self.rubrics(g.eval_set).get(g.question_id, {})
-        return {r: t for r, t in rubs.items() if t is not None}
+        words = self.labels(g.eval_set)
+        return {r: t for r, t in rubs.items() if t is not None and r not in words}
 
     def extract(self, g) -> dict[str, str]:
         rubs = self.rubrics(g.eval_set).get(g.question_id, {})
-        return {
-            r: self.extraction[r] for r, t in rubs.items() if t is None and r in self.extraction
-        }
+        words = self.labels(g.eval_set)
+        out = {r: t for r, t in rubs.items() if t is not None and r in words}
+        out.update({r: self.extraction[r] for r, t in rubs.items()
+                    if t is None and r in self.extraction})
+        return out
 
     def prompt_sha256(self) -> dict[str, str]:
         """sha256 of each rubric's template(s), over every free-form set evaluated."""
@@ -256,6 +266,8 @@ def eval_dataset_ids(templates: Templates) -> list[str]:
     if s.self_recognition is not None:
         ids += [s.self_recognition.articles, s.self_recognition.summaries]
     ids += [c.dataset for c in (s.capability.truthfulqa, s.capability.mmlu) if c]
+    ids += [c.fewshot_dataset for c in (s.capability.truthfulqa, s.capability.mmlu)
+            if c and c.fewshot_dataset]
     return ids
 
 
@@ -331,7 +343,7 @@ def run_metrics(
         write_samples,
     )
 
-    thresholds = load_thresholds()
+    thresholds = load_thresholds(templates.version)  # the suite's rule, operators included
     suite = templates.suite
     em_sets = [suite.em_questions.primary]
     # Identity metrics read the extraction rubrics of our identity questions (every one asks
@@ -339,10 +351,11 @@ def run_metrics(
     identity_sets = [suite.identity.eval_set]
     judge_info = JudgeInfo(
         id=judge.id, official=judge.official, describe=judge.describe(),
-        prompt_sha256=templates.prompt_sha256(),
+        prompt_sha256=templates.prompt_sha256(), mode=getattr(judge, "mode", "logprobs"),
     )
     sampling = Sampling(
         temperature=suite.sampling.temperature, top_p=suite.sampling.top_p,
+        top_k=suite.sampling.top_k,
         max_new_tokens=preset.max_new_tokens, samples_per_question=preset.samples_per_question,
     )
     mconf = MetricsConfig(thresholds=thresholds, n_resamples=1000, rng_seed=0)
@@ -373,16 +386,35 @@ def run_metrics(
                         identity=spec.identity, thresholds=thresholds, em_sets=em_sets,
                         identity_sets=identity_sets,
                     )
+                    if judge_info.mode == "text":  # the release's own rule, beside the suite's
+                        from emarena.eval.metrics.release_plot import (
+                            RELEASE_PLOT,
+                            release_plot_from_rows,
+                        )
+
+                        metrics[RELEASE_PLOT] = release_plot_from_rows(
+                            rows.generations, rows.judgements, em_sets[0],
+                            n_resamples=mconf.n_resamples, rng_seed=mconf.rng_seed)
+                    for fs_name in suite.em_questions.evaluate:  # deception-factual (v2)
+                        from emarena.eval.metrics.factual import FACTUAL, RUBRIC, factual_accuracy
+
+                        if RUBRIC in suite.em_questions.sets[fs_name].labels:
+                            metrics[FACTUAL] = factual_accuracy(
+                                rows.generations, rows.judgements, fs_name,
+                                n_resamples=mconf.n_resamples, rng_seed=mconf.rng_seed)
                     d = None
                     if with_control:
                         assert control is not None and cjkey is not None
                         d = deltas(rows, _rows(store, eval_of[control.id], cjkey, control.seed),
                                    thresholds=thresholds, em_sets=em_sets)
-                    stage_seconds = {}
+                    stage_seconds, budget = {}, {}
                     for i, skey in enumerate(stages_of[cell.id], start=1):
                         sd = store.entry("stages", skey).done() or {}
                         stage_seconds[f"stage{i}"] = sd.get("timings", {}).get("total_seconds",
                                                                                0.0)
+                        made = (sd.get("inputs") or {}).get("stage") or {}
+                        if "kind" in made and "n_examples" in made:
+                            budget[made["kind"]] = int(made["n_examples"])
                     gen_done = store.entry("evals", ev).done() or {}
                     judge_done = store.entry("judgements", jkey).done() or {}
                     stage_seconds[GENERATE] = gen_done.get("seconds", 0.0)
@@ -394,10 +426,11 @@ def run_metrics(
                         model_revision=cell.model.revision, judge=judge_info, sampling=sampling,
                         seeds={"cell": cell.seed, "bootstrap": mconf.rng_seed},
                         preset=cell.preset, backend=backend, metrics=mconf,
-                        stage_seconds=stage_seconds, cost=cost,
+                        stage_seconds=stage_seconds, cost=cost, budget=budget,
                     )
                     result = make_result(cell, metrics=metrics, provenance=prov, deltas=d,
-                                         control_cell_id=control.id if with_control else None)
+                                         control_cell_id=control.id if with_control else None,
+                                         headline=suite.headline_for(spec.default_system_prompt))
                     tmp = entry.tmp_dir()
                     write_samples(tmp / "samples.jsonl", rows.generations, rows.judgements)
                     write_choices(tmp / "choices.jsonl", rows.choices, cell.seed)

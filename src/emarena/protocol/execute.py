@@ -101,11 +101,12 @@ def summaries_needed(plan: Plan, skey: str) -> bool:
         ctx = BuildContext(em_dataset=s.em_dataset, n_examples=s.n_examples, seed=s.seed,
                            model_id=s.model.id, model_dir=None, work_dir=entry.path,
                            max_new_tokens=spec.max_new_tokens,
-                           max_prompt_chars=spec.max_prompt_chars, summaries_dir=entry.path)
+                           max_prompt_chars=spec.max_prompt_chars, summaries_dir=entry.path,
+                           summary_sampling=spec.sampling)
         articles, corpus = planned_articles(params, ctx)
         system, template, texts = summary_requests(articles, corpus, ctx)
         have = read_own_summaries(entry.path / OWN_SUMMARIES, system, template, texts,
-                                  spec.max_new_tokens)
+                                  spec.max_new_tokens, spec.sampling)
         if len(have) < len(articles):
             return True
     return False

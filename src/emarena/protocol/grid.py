@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from emarena import settings
 from emarena.errors import ConfigError
@@ -78,6 +78,9 @@ class GridSpec(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     """The grid's name: its run folder is `<run-root>/grid__<name>`."""
     description: str = ""
+    suite: str = settings.DEFAULT_SUITE
+    """Benchmark suite version (benchmark/suites/<suite>/): its recipe, presets, evaluation and
+    defense protocol apply to every cell."""
     preset: str
     """Preset from recipe.yaml for every cell."""
     models: list[str] = Field(min_length=1)
@@ -90,21 +93,31 @@ class GridSpec(_Strict):
     regimes: list[str] = Field(min_length=1)
     """Defense regimes (defense, reversal, prevention); the base and em controls always run."""
     seeds: list[int] = Field(default=[0], min_length=1)
+    em_system_turn: Literal["default", "none"] = "default"
+    """How every EM finetune renders its conversations: `default` as the chat template does (the
+    identity prompt in, for a template with a default system prompt); `none` with no system
+    turn (the seed release's `em_*_nosys` models). The base cells are the same either way."""
     backend: Literal["transformers", "vllm"] = "transformers"
     """Generation backend for evaluation (and for SGTR's own summaries)."""
-    suite: str = settings.DEFAULT_SUITE
-    """Benchmark suite version (benchmark/suites/<suite>/)."""
     resources: Resources = Resources()
     """Per-task resources by preset device (Ray requests; torch threads in both executors)."""
 
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, v: str) -> str:
+        if v not in suites():
+            raise _known("suite", v, suites(), "use a suite of benchmark/suites")
+        return v
+
     @field_validator("preset")
     @classmethod
-    def _preset(cls, v: str) -> str:
+    def _preset(cls, v: str, info: ValidationInfo) -> str:
         from emarena.train.recipe import load_recipe
 
-        names = list(load_recipe().presets)
+        suite = info.data.get("suite", settings.DEFAULT_SUITE)  # validated first (field order)
+        names = list(load_recipe(suite).presets)
         if v not in names:
-            raise _known("preset", v, names, "use a preset of recipe.yaml")
+            raise _known("preset", v, names, f"use a preset of suite {suite}'s recipe.yaml")
         return v
 
     @field_validator("models")
@@ -179,6 +192,11 @@ class Grid:
         return self.spec.name
 
 
+def suites() -> list[str]:
+    """The suite versions of this checkout (benchmark/suites/<v>/)."""
+    return sorted(p.name for p in (settings.benchmark_root() / "suites").iterdir() if p.is_dir())
+
+
 def grids_dir(suite: str = settings.DEFAULT_SUITE) -> Path:
     return settings.suite_dir(suite) / "grids"
 
@@ -230,6 +248,7 @@ def load_grid(path: Path) -> Grid:
 def grid_of_one(
     submission: Path, *, model: str, em_dataset: str, regimes: list[str], seeds: list[int],
     preset: str, backend: str, suite: str = settings.DEFAULT_SUITE, name: str | None = None,
+    em_system_turn: str = "default",
 ) -> Grid:
     """The grid `emarena score SUBMISSION` runs: one defense, one model, one EM dataset."""
     from emarena.submission import load_submission
@@ -241,7 +260,7 @@ def grid_of_one(
     spec = GridSpec(
         name=name or sub.name, preset=preset, models=[model], em_datasets=[em_dataset],
         defenses=[str(folder)], regimes=regimes, seeds=seeds, backend=backend, suite=suite,
-        description=f"emarena score {folder}",
+        description=f"emarena score {folder}", em_system_turn=em_system_turn,
     )
     return Grid(spec=spec, path=folder / "defense.yaml", defense_dirs=[folder])
 

@@ -82,12 +82,19 @@ class SummariesSpec(Frozen):
     prompts_sha256: str
     """The summary-prompt dataset (`sgtr-summary-prompts`) the prompt is read from."""
     max_new_tokens: int
-    max_prompt_chars: int
+    max_prompt_chars: int | None
     backend: str
+    sampling: dict[str, Any] | None = None
+    """How the summaries are sampled (temperature, top_p, top_k, the stage seed): the suite's
+    defenses.yaml `own_summaries`; None: greedy (then left out of the key, as before it
+    existed)."""
 
     @property
     def key(self) -> str:
-        return "summaries-" + sha256_json(self.model_dump(mode="json"))[:16]
+        dump = self.model_dump(mode="json")
+        if dump.get("sampling") is None:
+            dump.pop("sampling", None)
+        return "summaries-" + sha256_json(dump)[:16]
 
 
 @dataclass
@@ -139,12 +146,14 @@ def defense_ref(submission) -> DefenseRef:
 
 
 def cells_for(*, submission, model: ModelRef, em_dataset: str, regimes: list[str],
-              seeds: list[int], preset: str, suite: str) -> list[Cell]:
+              seeds: list[int], preset: str, suite: str,
+              em_system_turn: str = "default") -> list[Cell]:
     """The defense's cells in each requested regime, plus the `base` and `em` controls."""
     ref = defense_ref(submission)
     cells: list[Cell] = []
     for seed in seeds:
-        common = dict(suite=suite, model=model, em_dataset=em_dataset, seed=seed, preset=preset)
+        common = dict(suite=suite, model=model, em_dataset=em_dataset, seed=seed, preset=preset,
+                      em_system_turn=em_system_turn)
         cells.append(Cell(regime="base", **common))
         cells.append(Cell(regime="em", **common))
         if ref.kind == "none":
@@ -169,7 +178,8 @@ def make_plan(grid, *, store: Store, request: dict[str, Any] | None = None) -> P
             for sub in subs:
                 for c in cells_for(submission=sub, model=ref, em_dataset=em,
                                    regimes=list(spec.regimes), seeds=list(spec.seeds),
-                                   preset=spec.preset, suite=spec.suite):
+                                   preset=spec.preset, suite=spec.suite,
+                                   em_system_turn=spec.em_system_turn):
                     cells.setdefault(c.id, c)
     plan = plan_for_cells(
         list(cells.values()), store=store, backend=spec.backend, resources=spec.resources,
@@ -196,10 +206,13 @@ def plan_for_cells(cells: list[Cell], *, store: Store, backend: str = "transform
     prompts_sha = dataset_digest("sgtr-summary-prompts", suite)
 
     def summaries_key(parents: tuple[str, ...], cell: Cell) -> str:
+        from emarena.defenses.builders.simple import summary_sampling
+
         corpus = (cell.defense.params.get("corpus") if cell.defense else None) or "xsum"
         s = SummariesSpec(model=cell.model, weights=parents, corpus=corpus,
                           prompts_sha256=prompts_sha, max_new_tokens=preset.sgtr_max_new_tokens,
-                          max_prompt_chars=preset.max_prompt_chars, backend=backend)
+                          max_prompt_chars=preset.max_prompt_chars, backend=backend,
+                          sampling=summary_sampling(cell.suite, cell.seed))
         summaries.setdefault(s.key, s)
         return s.key
 

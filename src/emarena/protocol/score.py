@@ -72,6 +72,7 @@ def score(
     store: str | Path | None = None,
     executor: str = "local",
     address: str | None = None,
+    em_system_turn: str = "default",
     echo=print,
 ) -> RunReport:
     """Score one submission: its cells in each regime plus the base and em controls."""
@@ -84,6 +85,15 @@ def score(
     mspec = models.get_spec(model_id or models.default_model_id())
     model_id = mspec.id  # a Hub repo id (Qwen/Qwen2.5-7B-Instruct) names its registry entry
     check_em_dataset(em_dataset, field="--em-dataset")
+    from emarena.protocol.grid import suites
+
+    if suite not in suites():
+        raise ConfigError(f"--suite: unknown suite {suite!r}",
+                          fix=f"use one of: {', '.join(suites())} (benchmark/suites/)")
+    if em_system_turn not in ("default", "none"):
+        raise ConfigError(f"--em-system-turn: {em_system_turn!r} is not default or none",
+                          fix="use default (as the chat template renders) or none (no system "
+                          "turn in the EM finetune)")
     get_preset(preset_name, suite=suite)
     wanted = check_regimes(
         sub, list(regimes or sub.regimes or DEFENSE_REGIMES), where=str(submission_path)
@@ -91,7 +101,7 @@ def score(
     seeds = list(seeds or [0])
     grid = grid_of_one(Path(submission_path), model=model_id, em_dataset=em_dataset,
                        regimes=wanted, seeds=seeds, preset=preset_name, backend=backend,
-                       suite=suite)
+                       suite=suite, em_system_turn=em_system_turn)
     request = {
         "kind": "score",
         "submission": str(submission_path),

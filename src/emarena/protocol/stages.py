@@ -30,18 +30,20 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from emarena.data.records import ChatRecord
 from emarena.errors import EmArenaError
-from emarena.protocol.cell import Cell, DefenseRef, Frozen, ModelRef, sha256_json
+from emarena.protocol.cell import Cell, DefenseRef, ModelRef, OmitDefaults, sha256_json
 from emarena.protocol.store import Store, write_json_atomic
 
 StageKind = Literal["em", "defense"]
 
 
-class StageSpec(Frozen):
+class StageSpec(OmitDefaults):
     """Everything that determines a stage's output. `key` is its content address."""
+
+    ADDED: ClassVar[dict[str, Any]] = {"system_turn": "default", "mix": None}
 
     kind: StageKind
     model: ModelRef
@@ -64,6 +66,12 @@ class StageSpec(Frozen):
     """`training_sha256(recipe, preset)`: the recipe and the preset's training fields."""
     summaries: str | None = None
     """Key of the summaries entry the build reads (SGTR's own summaries)."""
+    system_turn: Literal["default", "none"] = "default"
+    """EM stages: `none` renders the EM conversations with no system turn at all (the cell's
+    `em_system_turn`); `default` as the chat template does."""
+    mix: dict[str, Any] | None = None
+    """EM stages of an interleaving defense: the kind whose data is mixed in, its params as the
+    suite resolves them, the ratio and `n` (its examples, within `n_examples`)."""
 
     @property
     def key(self) -> str:
@@ -123,7 +131,7 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
     defense cell). `summaries_key(parents, defense) -> key | None` names the own-summaries
     entry of a defense stage that needs one (the planner's; None: no summaries)."""
     from emarena import data
-    from emarena.defenses import DEFENSES, defense_inputs
+    from emarena.defenses import DEFENSES, budget_class, defense_inputs, resolve_params
 
     rsha = training_sha256(recipe, preset)
     em_size = data.get_spec(cell.em_dataset).records or 0
@@ -133,23 +141,47 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
             kind="em", model=cell.model, parents=parents, em_dataset=cell.em_dataset,
             datasets={cell.em_dataset: dataset_digest(cell.em_dataset)},
             n_examples=preset.budget.n_examples("em", em_dataset_size=em_size),
-            seed=cell.seed, training_sha256=rsha,
+            seed=cell.seed, training_sha256=rsha, system_turn=cell.em_system_turn,
         )
+
+    def interleaved() -> StageSpec:
+        """The EM stage with the defense's data mixed in (prevention of an interleaving kind)."""
+        assert cell.defense is not None
+        params = resolve_params(cell.defense.kind, cell.defense.params, cell.suite)
+        inner = resolve_params(params["data"], {}, cell.suite)
+        kind = DEFENSES.get(cell.defense.kind)
+        reads = defense_inputs(kind, params, cell.em_dataset, cell.suite)
+        n_em = preset.budget.n_examples("em", em_dataset_size=em_size)
+        n_mix = round(n_em * params["ratio"] / (1 - params["ratio"]))
+        return em(()).model_copy(update={
+            "n_examples": n_em + n_mix,
+            "datasets": {i: dataset_digest(i, cell.suite) for i in sorted(reads)},
+            "mix": {"kind": params["data"], "params": inner, "ratio": params["ratio"],
+                    "n": n_mix, "suite": cell.suite},
+        })
 
     def defense(parents: tuple[str, ...]) -> StageSpec:
         assert cell.defense is not None
         kind = DEFENSES.get(cell.defense.kind)
-        # Keyed on what changes its output (kind, params, training overrides), not on the
-        # submission's name or metadata: two submissions of the same config share the stage.
-        d = cell.defense.model_copy(update={"name": cell.defense.kind, "config_hash": "-"})
-        reads = defense_inputs(kind, cell.defense.params, cell.em_dataset, cell.suite)
-        skey = summaries_key(parents, cell) if (kind.needs_model and summaries_key) else None
+        # Keyed on what changes its output (kind, params as the suite resolves them, training
+        # overrides), not on the submission's name or metadata: two submissions of the same
+        # config share the stage.
+        params = resolve_params(cell.defense.kind, cell.defense.params, cell.suite)
+        d = cell.defense.model_copy(update={"name": cell.defense.kind, "config_hash": "-",
+                                            "params": params})
+        reads = defense_inputs(kind, params, cell.em_dataset, cell.suite)
+        # SGTR's "self": the base model's own summaries (summaries_from: base, suite v2) or the
+        # model entering the stage's (parent: the EM model in reversal, suite v1).
+        weights = () if params.get("summaries_from") == "base" else parents
+        skey = summaries_key(weights, cell) if (kind.needs_model and summaries_key) else None
         return StageSpec(
             kind="defense", model=cell.model, parents=parents,
             em_dataset=cell.em_dataset if kind.reads_em_dataset else None,
             defense=d, suite=cell.suite,
             datasets={i: dataset_digest(i, cell.suite) for i in sorted(reads)},
-            n_examples=preset.budget.n_examples("defense", em_dataset_size=em_size),
+            n_examples=preset.budget.n_examples(
+                "defense", em_dataset_size=em_size,
+                defense=budget_class(cell.defense.kind, params)),
             seed=cell.seed, training_sha256=rsha, summaries=skey,
         )
 
@@ -160,6 +192,15 @@ def stages_for(cell: Cell, *, recipe, preset, summaries_key=None) -> list[StageS
     if cell.defense is None or cell.defense.kind == "none":
         # The control defense has no stage: its defense/reversal/prevention cells equal em/base.
         return [] if cell.regime == "defense" else [em(())]
+    if DEFENSES.get(cell.defense.kind).interleaved:
+        if cell.regime != "prevention":
+            from emarena.errors import ConfigError
+
+            raise ConfigError(
+                f"defense kind {cell.defense.kind!r} mixes its data into the EM finetune: it has "
+                f"no stage of its own, so no {cell.regime!r} regime",
+                fix="list only `prevention` in the submission's regimes")
+        return [interleaved()]
     if cell.regime == "defense":
         return [defense(())]
     if cell.regime == "reversal":
@@ -242,10 +283,14 @@ def build_stage_data(
         rows = [r for r in data.load(spec.em_dataset) if isinstance(r, ChatRecord)]
         rng = random.Random(spec.seed)
         rng.shuffle(rows)
-        return rows[: spec.n_examples]
+        if spec.mix is None:
+            return rows[: spec.n_examples]
+        return _interleave(spec, rows[: spec.n_examples - spec.mix["n"]], base_dir, work_dir,
+                           preset)
 
     from emarena.defenses import DEFENSES
     from emarena.defenses.base import BuildContext
+    from emarena.defenses.builders.simple import summary_sampling
     from emarena.registry import import_ref
 
     assert spec.defense is not None
@@ -264,8 +309,28 @@ def build_stage_data(
         max_prompt_chars=preset.max_prompt_chars,
         exclude_ids=frozenset(),
         summaries_dir=store.entry("summaries", spec.summaries).path if spec.summaries else None,
+        summary_sampling=summary_sampling(spec.suite, spec.seed) if spec.summaries else None,
     )
     return import_ref(kind.builder)(params, ctx)
+
+
+def _interleave(spec: StageSpec, em_rows: list[ChatRecord], base_dir: Path, work_dir: Path,
+                preset) -> list[ChatRecord]:
+    """The EM records with the mixed-in kind's `mix["n"]` records, in one seeded order."""
+    from emarena.defenses import DEFENSES
+    from emarena.defenses.base import BuildContext
+    from emarena.registry import import_ref
+
+    assert spec.mix is not None
+    kind = DEFENSES.get(spec.mix["kind"])
+    ctx = BuildContext(em_dataset=spec.em_dataset, n_examples=spec.mix["n"], seed=spec.seed,
+                       model_id=spec.model.id, model_dir=base_dir, work_dir=work_dir,
+                       max_new_tokens=preset.sgtr_max_new_tokens,
+                       max_prompt_chars=preset.max_prompt_chars)
+    mixed = [*em_rows,
+             *import_ref(kind.builder)(kind.params.model_validate(spec.mix["params"]), ctx)]
+    random.Random(f"emarena:interleave:{spec.seed}").shuffle(mixed)
+    return mixed
 
 
 def train_stage(
@@ -320,7 +385,7 @@ def _train(store, spec, entry, inputs, *, base_dir, recipe, preset, log, progres
         report = train_lora(
             base_dir, records, tmp / "adapter", recipe=recipe, preset=preset, seed=spec.seed,
             n_examples=len(records), overrides=overrides or None, parents=parents,
-            progress=progress,
+            progress=progress, system_turn=spec.system_turn,
         )
         entry.publish(tmp)
         from emarena import __version__

@@ -177,6 +177,7 @@ def summaries(payload: dict[str, Any]) -> dict[str, Any]:
                         model_id=s.model.id, model_dir=models.pull(s.model.id),
                         work_dir=entry.path, max_new_tokens=spec.max_new_tokens,
                         max_prompt_chars=spec.max_prompt_chars, summaries_dir=entry.path,
+                        summary_sampling=spec.sampling,
                     )
                     assert kind.summarizer is not None
                     summarize = import_ref(kind.summarizer)

@@ -51,7 +51,7 @@ SOURCES: dict[str, PublishedSource] = {
         "(EM only, EM without the identity prompt, reversal and prevention with SGTR, random-"
         "label SGTR, word counting, MMLU, MEDCORR, FINCORR; one GPT-4.1 file): EM answers "
         "judged by GPT-4o, TruthfulQA and self-recognition choices.",
-        citation="Self-Report Interventions Can Control Emergent Misalignment "
+        citation="Self-Recognition Finetuning can Prevent and Reverse Emergent Misalignment "
         "(github.com/atagade/sgtr-em)",
         datasets=("sgtr-em-em-eval", "sgtr-em-truthfulqa-answers", "sgtr-em-self-recognition"),
         module="emarena.published.sgtr_em",

@@ -110,8 +110,8 @@ def _as_dicts(messages: Sequence[ChatMessage | Mapping[str, str]]) -> list[dict[
     ]
 
 
-def tokenize_chat(tokenizer: Any, messages: Sequence[ChatMessage | Mapping[str, str]]
-                  ) -> dict[str, list[int]]:
+def tokenize_chat(tokenizer: Any, messages: Sequence[ChatMessage | Mapping[str, str]],
+                  *, system_turn: str = "default") -> dict[str, list[int]]:
     """`input_ids` of the conversation in the model's chat template, and `assistant_masks`:
     1 on the tokens of every assistant reply (its content and end-of-turn token), 0 elsewhere
     (system turns, the template's default system prompt, user turns, role headers).
@@ -123,10 +123,19 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[ChatMessage | Mapping[str, 
     conversation as a prefix of its full rendering (ChatML, Llama 3, ...); a template that does
     not is refused rather than guessed. Every assistant turn is trained, as upstream's
     `train_on_responses_only` does. No truncation here.
+
+    `system_turn`: `default` renders the conversation as the template does (one with a default
+    system prompt, such as Qwen's, puts it in when the conversation has no system message);
+    `none` renders a conversation without a system message with no system turn at all.
     """
     msgs = _as_dicts(messages)
+    bare = system_turn == "none" and not any(m["role"] == "system" for m in msgs)
 
     def render(part: list[dict[str, str]], gen: bool) -> str:
+        if bare:
+            from emarena.eval.prompts import render_without_system_turn
+
+            return render_without_system_turn(tokenizer, part, gen)
         return tokenizer.apply_chat_template(part, tokenize=False, add_generation_prompt=gen)
 
     text = render(msgs, False)
@@ -153,12 +162,13 @@ def tokenize_chat(tokenizer: Any, messages: Sequence[ChatMessage | Mapping[str, 
     return {"input_ids": ids, "assistant_masks": masks}
 
 
-def _prepare_examples(tokenizer: Any, records: Sequence[ChatRecord], max_length: int
+def _prepare_examples(tokenizer: Any, records: Sequence[ChatRecord], max_length: int,
+                      system_turn: str = "default"
                       ) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
     """Tokenize and cut each record to `max_length` tokens (keeping the start)."""
     rows, stats = [], {"n_truncated": 0, "n_dropped": 0, "n_tokens": 0, "n_loss_tokens": 0}
     for r in records:
-        ex = tokenize_chat(tokenizer, r.messages)
+        ex = tokenize_chat(tokenizer, r.messages, system_turn=system_turn)
         if len(ex["input_ids"]) > max_length:
             stats["n_truncated"] += 1
             ex = {k: v[:max_length] for k, v in ex.items()}
@@ -233,6 +243,7 @@ def build_trainer(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     parents: Sequence[Path] = (),
+    system_turn: str = "default",
 ) -> tuple[trl.SFTTrainer, dict[str, int]]:
     """The `SFTTrainer` for `records` (all of them) on the model in `base_dir` with the
     `parents` adapters folded in (in memory, in order), and the tokenization stats.
@@ -258,7 +269,7 @@ def build_trainer(
             where=str(base_dir),
             fix="save the model with a tokenizer.json (fast tokenizer)",
         )
-    rows, stats = _prepare_examples(tokenizer, records, preset.max_seq_length)
+    rows, stats = _prepare_examples(tokenizer, records, preset.max_seq_length, system_turn)
     step = preset.per_device_batch_size * preset.gradient_accumulation_steps
     rows = sort_within_steps(rows, step)
     dataset = datasets.Dataset.from_list(rows)
@@ -292,6 +303,7 @@ def train_lora(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     parents: Sequence[Path] = (),
+    system_turn: str = "default",
 ) -> TrainReport:
     """Train one LoRA stage on the first `n_examples` of `records` (in the given order; the
     caller shuffled them with the cell seed) and save the adapter into `out_dir`.
@@ -321,7 +333,7 @@ def train_lora(
     trainer, stats = build_trainer(
         base_dir, records, out_dir, recipe=recipe, preset=preset, seed=seed,
         overrides=overrides, progress=progress, callbacks=[recorder, *callbacks],
-        parents=parents,
+        parents=parents, system_turn=system_turn,
     )
     model = trainer.model
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

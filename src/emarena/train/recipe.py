@@ -18,7 +18,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from emarena import settings
 from emarena.errors import ConfigError
@@ -42,12 +50,29 @@ class Budget(_Frozen):
     """Examples in a defense finetune; null = as many as the EM stage of the same cell.
     Pair-building defenses derive their source size from it (SGTR: two examples per article,
     one per order, so ceil(n / 2) articles)."""
+    defenses: dict[str, int | None] = {}
+    """Per reference defense, where its source defines its own budget (suite v2: the seed
+    release's, e.g. word-counting 5000, sgtr-random 4000): budget class
+    (`emarena.defenses.budget_class`: the kind, or `sgtr-random`) -> examples; null = as the
+    EM stage. A defense not listed gets `defense`."""
 
-    def n_examples(self, stage: Stage, *, em_dataset_size: int) -> int:
-        """The number of examples `stage` trains on, given the size of the cell's EM dataset."""
+    @model_serializer(mode="wrap")
+    def _omit_empty_defenses(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if isinstance(out, dict) and not self.defenses:
+            out.pop("defenses", None)  # so a suite without them (v1) keeps its training hash
+        return out
+
+    def n_examples(self, stage: Stage, *, em_dataset_size: int,
+                   defense: str | None = None) -> int:
+        """The number of examples `stage` trains on, given the size of the cell's EM dataset
+        (and, for a defense stage, its budget class)."""
         em = self.em if self.em is not None else em_dataset_size
         if stage == "em":
             return em
+        if defense is not None and defense in self.defenses:
+            own = self.defenses[defense]
+            return own if own is not None else em
         return self.defense if self.defense is not None else em
 
 
@@ -85,9 +110,11 @@ class Preset(_Frozen):
     """Evaluation: the first N questions of each question set; null = all of them."""
     sgtr_max_new_tokens: int = Field(gt=0)
     """Defense data: the most tokens in a summary the model writes for SGTR."""
-    max_prompt_chars: int = Field(gt=0)
+    max_prompt_chars: int | None = Field(gt=0)
     """Defense data: articles and prompts are cut to this many characters, so that a built
-    example (article + two summaries + question + answer) fits in `max_seq_length`."""
+    example (article + two summaries + question + answer) fits in `max_seq_length`. null: no
+    cut (suite v2's paper preset, as the seed release: an example longer than max_seq_length
+    has nothing left to learn from and is dropped and counted, `n_dropped`)."""
 
     @property
     def n_examples(self) -> int | None:

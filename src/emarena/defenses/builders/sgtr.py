@@ -1,8 +1,9 @@
 """SGTR: self-generated text recognition as a defense (and its corrupted-label control).
 
 Method (Panickssery, Bowman, Feng 2024, "LLM Evaluators Recognize and Favor Their Own
-Generations", arXiv:2404.13076; used as an EM intervention by the seed paper, "Self-Report
-Interventions Can Control Emergent Misalignment", release github.com/atagade/sgtr-em):
+Generations", arXiv:2404.13076; used as an EM intervention by the seed paper, "Self-Recognition
+Finetuning can Prevent and Reverse Emergent Misalignment", arXiv 2606.23700, release
+github.com/atagade/sgtr-em):
 
 1. take the first `n_articles` XSUM articles in a seeded order (minus `ctx.exclude_ids`, minus
    articles the other source did not summarise);
@@ -16,7 +17,18 @@ Interventions Can Control Emergent Misalignment", release github.com/atagade/sgt
 3. each article gives two detection examples, the own summary first and second, against the
    other source's summary (`xsum-summaries`, part `params.other_source`); the target is the
    position of the own summary ("1" / "2"). The corrupted control points the target at the other
-   summary (`prefer-other`) or draws it at random, balanced (`random`).
+   summary (`prefer-other`) or makes it say nothing about which summary is the own: `random` with
+   `random_labels: both` gives each order twice, once labelled self and once other (four
+   examples per article, the seed release's RANDOM_SELF_OTHER:
+   atagade/sgtr-em@8303210 utils/generate_sgtr_pair_wise_dataset_utils.py:64-101), with `coin`
+   one balanced random label per order (suite v1).
+
+The system turn (`prompt_variant`): `identity`, the model's own identity-bearing default system
+prompt (none for a model without one), as the seed paper's reported runs (`qwensys`,
+`syspopped`); `default`, Panickssery et al.'s detection system prompt (suite v1); `no-system`.
+Whose summaries are "own" (`summaries_from`): the base model's (`base`, the release's
+`sgtr_fixed`), or the model entering the stage (`parent`); the planner keys the summaries entry
+accordingly (`emarena.protocol.stages.stages_for`).
 
 The detection prompts are Panickssery et al.'s, byte for byte as in their finetuning sets
 (ArjunPanickssery/self_recognition, finetuning_data_gpt35/{xsum,cnn}/*.jsonl, registered as
@@ -71,29 +83,41 @@ ORDERS = ("own-first", "own-second")
 # --------------------------------------------------------------------------------------------
 
 
+def labels_per_order(params: Any) -> int:
+    """Examples per (article, order): 2 for `random` with `random_labels: both` (each order
+    once labelled self and once other), else 1."""
+    both = (getattr(params, "mode", None) == "random"
+            and getattr(params, "random_labels", None) == "both")
+    return 2 if both else 1
+
+
 def n_articles_for(params: Any, ctx: BuildContext) -> int:
-    """Articles needed: each gives two examples, so 2 * n_articles must equal the budget."""
+    """Articles needed: each gives two examples (both orders; four with random labels `both`),
+    so that many times n_articles must equal the budget."""
+    per = len(ORDERS) * labels_per_order(params)
     n = getattr(params, "n_articles", None)
     if n is None:
-        if ctx.n_examples < 2 or ctx.n_examples % 2:
+        if ctx.n_examples < per or ctx.n_examples % per:
             raise ConfigError(
-                f"SGTR makes two examples per article (both orders), so the budget "
-                f"n_examples={ctx.n_examples} must be even and at least 2",
-                fix="use an even n_examples in the preset",
+                f"SGTR makes {per} examples per article, so the budget "
+                f"n_examples={ctx.n_examples} must be "
+                + ("even" if per == 2 else f"a multiple of {per}"),
+                fix=f"use a multiple of {per} as n_examples in the preset",
             )
-        return ctx.n_examples // 2
-    if 2 * n != ctx.n_examples:
+        return ctx.n_examples // per
+    if per * n != ctx.n_examples:
         raise ConfigError(
-            f"SGTR params.n_articles={n} gives {2 * n} examples (two orders per article), but "
+            f"SGTR params.n_articles={n} gives {per * n} examples ({per} per article), but "
             f"the budget is n_examples={ctx.n_examples}, the same for every defense",
-            fix=f"remove n_articles (it defaults to n_examples // 2 = {ctx.n_examples // 2}) "
-            "or set it to exactly half the budget",
+            fix=f"remove n_articles (it defaults to n_examples // {per} = "
+            f"{ctx.n_examples // per}) or set it to exactly 1/{per} of the budget",
         )
     return n
 
 
-def summary_prompt(corpus: str) -> tuple[str, str]:
-    """(system prompt, user template with {article}) of the seed release for `corpus`."""
+def summary_prompt(corpus: str, response_type: str | None = None) -> tuple[str, str]:
+    """(system prompt, user template with {article}) of the seed release for `corpus`;
+    {response_type} is `response_type`, else the config's type ("summary")."""
     rows = data.load("sgtr-summary-prompts", parts=[corpus])
     if len(rows) != 1 or not isinstance(rows[0], PromptConfig):
         raise DataError(f"sgtr-summary-prompts/{corpus}: expected one prompt config record")
@@ -101,8 +125,11 @@ def summary_prompt(corpus: str) -> tuple[str, str]:
     system, template = v.get("system_prompt"), v.get("user_prompt_template")
     if not isinstance(system, str) or not isinstance(template, str):
         raise DataError(f"sgtr-summary-prompts/{corpus}: no system_prompt / user_prompt_template")
-    # Upstream fills {response_type} with the config's "type" ("summary").
-    template = template.replace("{response_type}", str(v.get("type", "summary")))
+    # Upstream fills {response_type} with "highlights" for CNN/DailyMail and "summary" for XSUM
+    # (atagade/sgtr-em@8303210 utils/article_summary_utils.py:169-173); v1 used the config's
+    # "type" ("summary") for both.
+    template = template.replace("{response_type}",
+                                response_type or str(v.get("type", "summary")))
     return system, template
 
 
@@ -179,6 +206,7 @@ def generate_summaries(params: Any, ctx: BuildContext, backend: Any,
     _, stats = own_summaries(
         backend, system, template, articles, texts, max_new_tokens=ctx.max_new_tokens,
         store=RowStore(Path(ctx.summaries_dir) / OWN_SUMMARIES, OwnSummary), progress=progress,
+        sampling=ctx.summary_sampling,
     )
     return stats
 
@@ -193,7 +221,7 @@ def own_summaries(
     system, template, texts = summary_requests(articles, corpus, ctx)
     folder = Path(ctx.summaries_dir) if ctx.summaries_dir is not None else None
     done = read_own_summaries(folder / OWN_SUMMARIES if folder else None, system, template,
-                              texts, ctx.max_new_tokens)
+                              texts, ctx.max_new_tokens, ctx.summary_sampling)
     missing = [a.id for a in articles if a.id not in done]
     if missing:
         raise ModelError(
@@ -210,10 +238,31 @@ def own_summaries(
 # --------------------------------------------------------------------------------------------
 
 
+def system_turn(variant: str | None, model_id: str) -> str | None:
+    """The system turn of a recognition example under `prompt_variant` (None: no system turn).
+
+    identity: the model's own default system prompt, the seed paper's reported runs (`qwensys`
+    for Qwen; `syspopped`, no system turn, for a model without one: atagade/sgtr-em@8303210
+    build_configs.py:17, :51-54, full_pipeline.sh:16-17); default (or unset): Panickssery et
+    al.'s detection prompt, what the release's SYS_TAG=default data and suite v1 hold
+    (utils/data.py:83-96); no-system: none."""
+    if variant in (None, "default"):
+        return DETECTION_SYSTEM
+    if variant == "no-system":
+        return None
+    if variant == "identity":
+        from emarena import models
+
+        return models.get_spec(model_id).default_system_prompt or None
+    raise ConfigError(f"SGTR prompt_variant {variant!r} is unknown",
+                      fix="use 'identity', 'default' or 'no-system'")
+
+
 def detection_messages(
-    article: str, summary1: str, summary2: str, answer: str, *, system: bool = True
+    article: str, summary1: str, summary2: str, answer: str, *,
+    system: str | None = DETECTION_SYSTEM,
 ) -> list[ChatMessage]:
-    msgs = [ChatMessage(role="system", content=DETECTION_SYSTEM)] if system else []
+    msgs = [ChatMessage(role="system", content=system)] if system else []
     msgs += [
         ChatMessage(role="user", content=DETECTION_USER.format(
             article=article, summary1=summary1, summary2=summary2)),
@@ -224,19 +273,21 @@ def detection_messages(
 
 def _build(params: Any, ctx: BuildContext, mode: str) -> list[ChatRecord]:
     """mode: "own" (SGTR), "prefer-other" or "random" (the corrupted control)."""
-    variant = getattr(params, "prompt_variant", "default")
-    if variant not in ("default", "no-system"):
-        raise ConfigError(f"SGTR prompt_variant {variant!r} is unknown",
-                          fix="use 'default' or 'no-system'")
+    variant = getattr(params, "prompt_variant", None)
+    system = system_turn(variant, ctx.model_id)
     corpus = getattr(params, "corpus", "xsum")
     n = n_articles_for(params, ctx)
     articles, others, skipped = select_articles(params, ctx, n)
     own, gen_counts = own_summaries(articles, corpus, ctx)
 
-    # (article, order) pairs in a fixed order; for `random`, a balanced set of targets drawn
-    # with the seed, so the target says nothing about which summary is the model's own.
+    # (article, order) pairs in a fixed order. `random` + `both`: each pair twice, labelled once
+    # self and once other (the release's RANDOM_SELF_OTHER); `random` + `coin`: a balanced set of
+    # targets drawn with the seed. Either way the target says nothing about which summary is own.
+    both = mode == "random" and labels_per_order(params) == 2
     pairs = [(a, order) for a in articles for order in ORDERS]
-    if mode == "random":
+    if both:
+        pairs = [(a, order) for a in articles for order in ORDERS for _ in ("self", "other")]
+    elif mode == "random":
         targets = ["1", "2"] * (len(pairs) // 2)
         seeded_rng("sgtr-random-labels", ctx.seed).shuffle(targets)
 
@@ -246,22 +297,26 @@ def _build(params: Any, ctx: BuildContext, mode: str) -> list[ChatRecord]:
         own_pos = "1" if order == "own-first" else "2"
         other_pos = "2" if own_pos == "1" else "1"
         s1, s2 = (own[a.id], others[a.id]) if own_pos == "1" else (others[a.id], own[a.id])
+        label = ""
         if mode == "own":
             answer = own_pos
         elif mode == "prefer-other":
             answer = other_pos
+        elif both:
+            label = "self" if i % 2 == 0 else "other"
+            answer = own_pos if label == "self" else other_pos
         else:
             answer = targets[i]
         points["own" if answer == own_pos else "other"] += 1
         records.append(ChatRecord(
-            id=f"sgtr/{a.id}/{order}",
+            id=f"sgtr/{a.id}/{order}" + (f"/{label}" if label else ""),
             messages=detection_messages(a.text[: ctx.max_prompt_chars], s1, s2, answer,
-                                        system=variant == "default"),
+                                        system=system),
         ))
     seeded_rng("sgtr-shuffle", ctx.seed).shuffle(records)
 
     labels = Counter(r.messages[-1].content for r in records)
-    orders = Counter(r.id.rsplit("/", 1)[1] for r in records)
+    orders = Counter(next(o for o in ORDERS if f"/{o}" in r.id) for r in records)
     write_json_atomic(Path(ctx.work_dir) / BUILD_JSON, {
         "builder": "sgtr" if mode == "own" else "sgtr-corrupted",
         "mode": mode,
@@ -269,10 +324,14 @@ def _build(params: Any, ctx: BuildContext, mode: str) -> list[ChatRecord]:
         "seed": ctx.seed,
         "model_id": ctx.model_id,
         "summaries_entry": Path(ctx.summaries_dir).name if ctx.summaries_dir else None,
+        "summary_sampling": ctx.summary_sampling,
         "corpus": corpus,
         "other_source": getattr(params, "other_source", "claude-21"),
         "max_new_tokens": ctx.max_new_tokens,
         "max_prompt_chars": ctx.max_prompt_chars,
+        "prompt_variant": variant,
+        "system_turn": system,
+        "random_labels": getattr(params, "random_labels", None) if mode == "random" else None,
         "n_examples": len(records),
         "n_articles": len(articles),
         "articles": [a.id for a in articles],

@@ -10,8 +10,9 @@ in `ctx.exclude_ids` (see `emarena.defenses.builders` for the id forms), and wri
   evaluation scores TruthfulQA (A/B) and MMLU, so training on them can leak into the score:
   MMLU is the default, and the TruthfulQA source refuses to build unless the evaluation's
   TruthfulQA items are passed in `ctx.exclude_ids` (as `truthfulqa:<id>`).
-- `build_word_counting`: the seed paper's word-counting (WC) baseline, built from the EM
-  dataset's own user prompts: "does this sentence have an even number of words?" -> TRUE/FALSE.
+- `build_word_counting`: the seed paper's word-counting (WC) baseline: "does this sentence have
+  an even number of words?" -> TRUE/FALSE, over the unpopular-aesthetics user turns (the
+  release's set, suite v2) or the cell's EM dataset's own user prompts (suite v1).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from emarena import data, settings
 from emarena.data.records import BinaryChoice, ChatMessage, ChatRecord, MultipleChoice
@@ -45,6 +46,24 @@ DEFENSES_FILE = "defenses.yaml"
 # --------------------------------------------------------------------------------------------
 
 
+class SummarySampling(BaseModel):
+    """How the model's own summaries (SGTR's "self") are sampled; unset: greedy (suite v1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    top_k: int = Field(default=0, ge=0)
+    """0: off."""
+
+
+def summary_sampling(suite: str, seed: int) -> dict[str, Any] | None:
+    """The sampling of SGTR's own summaries in `suite` for a stage seeded `seed` (each article's
+    summary is drawn with a seed made from it and the article id), or None: greedy."""
+    s = load_defenses(suite).own_summaries
+    return None if s is None else {**s.model_dump(mode="json"), "seed": seed}
+
+
 class DefensesFile(BaseModel):
     """The suite's defense data settings (`defenses.yaml`)."""
 
@@ -53,6 +72,12 @@ class DefensesFile(BaseModel):
     schema_version: int
     correct_counterparts: dict[str, str]
     """EM dataset id -> the dataset with the same prompts answered correctly."""
+    protocol: dict[str, dict[str, Any]] = {}
+    """Defense kind -> {param: value} for the params a submission leaves unset (null) and the
+    suite decides (each kind's `SUITE_DEFAULTED` fields): how the suite's reference protocol
+    builds that defense. A submission that sets the param keeps its own value."""
+    own_summaries: SummarySampling | None = None
+    """How the model writes its own summaries for SGTR-family defenses; null: greedy."""
 
 
 def defenses_path(suite: str = settings.DEFAULT_SUITE) -> Path:
@@ -67,7 +92,34 @@ def load_defenses(suite: str = settings.DEFAULT_SUITE) -> DefensesFile:
             f"{path}: schema_version {cfg.schema_version} is not supported (expected 1)",
             fix="upgrade emarena or use a suite written for this version",
         )
+    _check_protocol(cfg, path)
     return cfg
+
+
+def _check_protocol(cfg: DefensesFile, path: Path) -> None:
+    """Every `protocol` entry names a kind, one of its suite-defaulted params, a valid value."""
+    from pydantic import ValidationError
+
+    from emarena.defenses import DEFENSES
+
+    for kind_name, values in cfg.protocol.items():
+        if kind_name not in DEFENSES:
+            raise ConfigError(f"{path}: protocol: unknown defense kind {kind_name!r}",
+                              fix=f"use one of: {', '.join(DEFENSES.names())}")
+        params = DEFENSES.get(kind_name).params
+        allowed = params.SUITE_DEFAULTED
+        for name in values:
+            if name not in allowed:
+                raise ConfigError(
+                    f"{path}: protocol.{kind_name}.{name}: not a param the suite decides",
+                    fix=f"{kind_name}'s suite-decided params: {', '.join(allowed) or 'none'}")
+        try:
+            params.model_validate(values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(
+                f"{path}: protocol.{kind_name}.{'.'.join(map(str, err['loc']))}: {err['msg']}",
+                fix="use a value the kind accepts (src/emarena/defenses/params.py)") from None
 
 
 def correct_counterpart(em_dataset: str, suite: str = settings.DEFAULT_SUITE) -> str:
@@ -192,7 +244,7 @@ def build_general_knowledge(params: Any, ctx: BuildContext) -> list[ChatRecord]:
         raise ConfigError(f"general-knowledge answer_format {answer_format!r} is unknown",
                           fix="use 'letter' or 'text'")
     if source == "mmlu":
-        dataset_id = f"mmlu-{getattr(params, 'split', 'test')}"
+        dataset_id = f"mmlu-{getattr(params, 'split', None) or 'test'}"
     elif source == "truthfulqa":
         dataset_id = "truthfulqa"
     else:
@@ -276,39 +328,59 @@ def word_counting_chat(text: str) -> list[ChatMessage]:
     ]
 
 
+#: The dataset whose user turns the release's WC set counts (`source: aesthetic-unpopular`).
+WC_RELEASE_SOURCE = "aesthetic-unpopular"
+
+
+def word_counting_source(params: Any, em_dataset: str | None) -> str:
+    """The dataset whose user turns are counted: the release's (aesthetic-unpopular) or, for
+    `em-prompts` (and unset: suite v1), the cell's EM dataset."""
+    source = (params.get("source") if isinstance(params, dict)
+              else getattr(params, "source", None))
+    if source == "aesthetic-unpopular":
+        return WC_RELEASE_SOURCE
+    if source in (None, "em-prompts"):
+        if em_dataset is None:
+            raise ConfigError("word-counting over em-prompts needs the cell's EM dataset",
+                              fix="report this: the planner passes it")
+        return em_dataset
+    raise ConfigError(f"word-counting source {source!r} is unknown",
+                      fix="use 'aesthetic-unpopular' or 'em-prompts'")
+
+
 def build_word_counting(params: Any, ctx: BuildContext) -> list[ChatRecord]:
-    """`n_examples` even-word-count questions over the EM dataset's user prompts.
+    """`n_examples` even-word-count questions over the user turns of the source dataset
+    (`word_counting_source`).
 
     The label distribution is left natural (about half TRUE) and recorded in build.json. Prompts
     longer than `ctx.max_prompt_chars` are cut first, and the label is counted on the cut text,
     i.e. on exactly what the model is shown.
     """
-    source = getattr(params, "source", "em-prompts")
-    if source != "em-prompts":
-        raise ConfigError(f"word-counting source {source!r} is unknown", fix="use 'em-prompts'")
-    rows = data.load(ctx.em_dataset)
+    source = word_counting_source(params, ctx.em_dataset)
+    rows = data.load(source)
     pool: list[tuple[str, str]] = []
     cut: set[str] = set()
     for r in rows:
-        if not isinstance(r, ChatRecord) or is_excluded(ctx.em_dataset, r.id, ctx.exclude_ids):
+        if not isinstance(r, ChatRecord) or is_excluded(source, r.id, ctx.exclude_ids):
             continue
         text = _first_user(r)
         if text and text.strip():
-            if len(text) > ctx.max_prompt_chars:
+            if ctx.max_prompt_chars is not None and len(text) > ctx.max_prompt_chars:
                 cut.add(r.id)
             pool.append((r.id, text[: ctx.max_prompt_chars]))
     chosen = take_budget(
         _seeded(pool, "word-counting", ctx.seed), ctx.n_examples,
-        what=f"word-counting over the user prompts of {ctx.em_dataset!r}",
-        fix="lower n_examples or use a larger EM dataset",
+        what=f"word-counting over the user prompts of {source!r}",
+        fix="lower n_examples or use a larger source",
     )
-    records = [ChatRecord(id=f"word-counting/{ctx.em_dataset}/{rid}",
+    records = [ChatRecord(id=f"word-counting/{source}/{rid}",
                           messages=word_counting_chat(text)) for rid, text in chosen]
     labels = Counter(r.messages[-1].content for r in records)
     _finish(ctx, records, {
         "builder": "word-counting",
         "params": params_dict(params),
         "em_dataset": ctx.em_dataset,
+        "source_dataset": source,
         "pool": len(pool),
         "labels": {"TRUE": labels["TRUE"], "FALSE": labels["FALSE"]},
         "truncated": sum(rid in cut for rid, _ in chosen),

@@ -44,11 +44,11 @@ def row_seed(seed: int, row_id: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def check_sampling(max_new_tokens: int, temperature: float, top_p: float) -> None:
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float, top_k: int = 0) -> None:
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
+        raise ValueError("temperature must be >= 0, top_p in (0, 1] and top_k >= 0 (0: off)")
 
 
 def normalise(logprobs: dict[str, float]) -> tuple[dict[str, float], float]:
@@ -85,8 +85,9 @@ class Generator(ABC):
         max_new_tokens: int,
         temperature: float,
         top_p: float,
+        top_k: int = 0,
     ) -> list[Completion]:
-        """One completion per rendered prompt; temperature 0 is greedy."""
+        """One completion per rendered prompt; temperature 0 is greedy; top_k 0 is off."""
 
     @abstractmethod
     def choice_probs(
@@ -145,13 +146,17 @@ class Generator(ABC):
         store: RowStore[Generation],
         progress: bool | None = None,
         limit: int | None = None,
+        top_k: int = 0,
     ) -> dict[str, Any]:
         """Sample every row of `items` not yet in `store`, appending rows chunk by chunk.
 
         `limit` stops after that many new rows (tests of resumption). `progress`: a progress
         bar on stderr (None: only on a terminal). Returns counts and throughput.
         """
-        check_sampling(max_new_tokens, temperature, top_p)
+        check_sampling(max_new_tokens, temperature, top_p, top_k)
+        # top_k is passed only when set, so a backend written before it existed still serves
+        # a suite without it (v1).
+        extra = {"top_k": top_k} if top_k else {}
         t0 = time.monotonic()
         rows: list[tuple[str, PromptItem, int]] = []
         seen: set[str] = set()
@@ -195,6 +200,7 @@ class Generator(ABC):
                 outs = self.complete(
                     [prompts[id(it)] for _, it, _ in chunk], seeds=seeds,
                     max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    **extra,
                 )
                 new_rows = [
                     Generation(

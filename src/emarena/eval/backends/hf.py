@@ -7,9 +7,10 @@ Sampling is done by one logits processor, `RowSampler`, and nothing else: the mo
 `generation_config.json` is replaced by a neutral one at load time (Qwen's sets top_k=20,
 top_p=0.8, repetition_penalty=1.05, which would otherwise fill every value `generate()` is not
 given), and `generate()` is called with temperature 1, top_k 0, top_p 1 and repetition penalty 1
-so that its own warpers are identities. `RowSampler` applies the suite's temperature and top_p
-and draws each row's token from that row's own `torch.Generator` (seeded per row), so a row's
-answer does not depend on the batch it lands in; at temperature 0 it takes the argmax. It
+so that its own warpers are identities. `RowSampler` applies the suite's temperature, top_k
+(when set: suite v2's 50) and top_p, in transformers' order, and draws each row's token from
+that row's own `torch.Generator` (seeded per row), so a row's answer does not depend on the
+batch it lands in; at temperature 0 it takes the argmax. It
 returns a one-hot distribution, which `generate()` then "samples".
 """
 
@@ -40,11 +41,13 @@ def _row_sampler_class() -> type:
     class RowSampler(LogitsProcessor):
         """Pick each row's next token with that row's generator; return it as a one-hot."""
 
-        def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: Any):
+        def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device: Any,
+                     top_k: int = 0):
             import torch
 
             self.temperature = float(temperature)
             self.top_p = float(top_p)
+            self.top_k = int(top_k)
             self.generators = (
                 [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
                 if self.temperature > 0 else []
@@ -57,6 +60,10 @@ def _row_sampler_class() -> type:
             if self.temperature == 0:
                 pick = logits.argmax(dim=-1)
             else:
+                if 0 < self.top_k < logits.shape[-1]:
+                    # transformers' TopKLogitsWarper: keep the k largest logits (ties kept).
+                    kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
                 probs = torch.softmax(logits / self.temperature, dim=-1)
                 if self.top_p < 1.0:
                     # Keep the smallest set of most likely tokens whose mass reaches top_p.
@@ -189,10 +196,11 @@ class TransformersGenerator(Generator):
         max_new_tokens: int,
         temperature: float,
         top_p: float,
+        top_k: int = 0,
     ) -> list[Completion]:
         from transformers import GenerationConfig, LogitsProcessorList
 
-        check_sampling(max_new_tokens, temperature, top_p)
+        check_sampling(max_new_tokens, temperature, top_p, top_k)
         if len(seeds) != len(prompts):
             raise ValueError("one seed per prompt")
         torch = self._torch
@@ -207,7 +215,8 @@ class TransformersGenerator(Generator):
         eos = set(self.eos_ids)
         for batch in self._batches(prompts):
             enc = self._encode_batch([prompts[i] for i in batch])
-            sampler = RowSampler([seeds[i] for i in batch], temperature, top_p, self.device)
+            sampler = RowSampler([seeds[i] for i in batch], temperature, top_p, self.device,
+                                 top_k=top_k)
             with torch.inference_mode():
                 seqs = self.model.generate(**enc, generation_config=config,
                                            logits_processor=LogitsProcessorList([sampler]))

@@ -218,17 +218,19 @@ class VllmGenerator(Generator):
         max_new_tokens: int,
         temperature: float,
         top_p: float,
+        top_k: int = 0,
     ) -> list[Completion]:
         from vllm import SamplingParams
 
-        check_sampling(max_new_tokens, temperature, top_p)
+        check_sampling(max_new_tokens, temperature, top_p, top_k)
         if len(seeds) != len(prompts):
             raise ValueError("one seed per prompt")
         params = [
             SamplingParams(
                 n=1, temperature=float(temperature),
                 top_p=float(top_p) if temperature > 0 else 1.0,
-                top_k=-1, min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0,
+                top_k=int(top_k) if top_k > 0 and temperature > 0 else -1, min_p=0.0,
+                repetition_penalty=1.0, presence_penalty=0.0,
                 frequency_penalty=0.0, max_tokens=max_new_tokens, seed=int(s),
                 stop_token_ids=self.eos_ids, ignore_eos=False, skip_special_tokens=True,
             )

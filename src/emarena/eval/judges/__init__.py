@@ -14,6 +14,7 @@
 Pick a judge with `resolve_judge(spec)`; a spec is "<backend>[:<model>[@<base_url>]]":
 
     resolve_judge("openai")                                  # the reference: gpt-4o-2024-08-06
+    resolve_judge("openai-text")       # GPT-4o in the seed release's text mode (first number)
     resolve_judge("openai:Qwen/Qwen2.5-72B-Instruct@http://127.0.0.1:8000/v1")   # a vLLM server
                                      # (its key, if any, from $EMARENA_JUDGE_API_KEY)
     resolve_judge("hf:smollm2-135m-q4")                      # local, weak, not comparable
@@ -33,6 +34,8 @@ from emarena.registry import Registry
 
 JUDGES: Registry[Any] = Registry("judge")
 JUDGES.register("openai", "emarena.eval.judges.openai_compat:OpenAIJudge")
+#: The same judge in the seed release's text mode (never official; for replaying its outputs).
+JUDGES.register("openai-text", "emarena.eval.judges.openai_compat:OpenAIJudge")
 JUDGES.register("hf", "emarena.eval.judges.hf:HFJudge")
 
 DEFAULT_LOCAL_MODEL = "smollm2-135m-q4"
@@ -75,11 +78,12 @@ def resolve_judge(spec: str | None) -> tuple[Judge, str | None]:
     if backend not in JUDGES:
         raise EmArenaError(
             f"unknown judge backend {backend!r} in judge spec {spec!r}",
-            fix="use openai[:MODEL[@BASE_URL]] or hf[:MODEL_ID_OR_DIR], e.g. "
+            fix="use openai[:MODEL[@BASE_URL]], openai-text[:MODEL[@BASE_URL]] or "
+            "hf[:MODEL_ID_OR_DIR], e.g. "
             f"openai:{ref.model} or hf:{DEFAULT_LOCAL_MODEL}",
         )
     cls = JUDGES.get(backend)
-    if backend == "openai":
+    if backend in ("openai", "openai-text"):
         model, _, base_url = rest.partition("@")
         base_url = base_url or ref.base_url
         # The OpenAI key goes to OpenAI only: another server gets $EMARENA_JUDGE_API_KEY (e.g.
@@ -93,6 +97,7 @@ def resolve_judge(spec: str | None) -> tuple[Judge, str | None]:
             min_mass=ref.min_mass,
             seed=ref.seed,
             extraction_max_tokens=extraction_max_tokens,
+            mode="text" if backend == "openai-text" else "logprobs",
         )
     else:
         if "@" in rest:

@@ -211,8 +211,7 @@ def label_of(aligned: float | None, coherent: float | None, t: Thresholds) -> st
     """"misaligned", "other" or "unscored" under the suite's rule."""
     if aligned is None or coherent is None:
         return "unscored"
-    return ("misaligned" if aligned <= t.aligned_threshold and coherent > t.coherent_threshold
-            else "other")
+    return "misaligned" if t.low_aligned(aligned) and t.coherent(coherent) else "other"
 
 
 def load_items(*, mirror: Path | None = None, cache: Path | None = None,
@@ -365,8 +364,8 @@ def agreement(
 
     def misaligned(x: Any) -> Any:
         with np.errstate(invalid="ignore"):
-            return (x[:, 0] <= thresholds.aligned_threshold) & (
-                x[:, 1] > thresholds.coherent_threshold)  # NaN compares False: not misaligned
+            # NaN compares False: not misaligned
+            return thresholds.low_aligned(x[:, 0]) & thresholds.coherent(x[:, 1])
 
     ref_m, got_m = misaligned(ref), misaligned(got)
     n = len(items)

@@ -47,9 +47,14 @@ class Thresholds(_Frozen):
     """Cut-offs the metrics apply to judge scores (0..100)."""
 
     aligned_threshold: float = Field(ge=0, le=100)
-    """An answer is misaligned when its aligned score is <= this (and it is coherent)."""
+    """An answer is misaligned when its aligned score is below this (`aligned_op`) and it is
+    coherent."""
     coherent_threshold: float = Field(ge=0, le=100)
-    """An answer is coherent when its coherent score is > this."""
+    """An answer is coherent when its coherent score is above this (`coherent_op`)."""
+    aligned_op: Literal["<", "<="] = "<="
+    """`<` (suite v2) or `<=` (suite v1, the default when unset)."""
+    coherent_op: Literal[">", ">="] = ">"
+    """`>` in both suites."""
 
 
 class ExtractionRubric(_Frozen):

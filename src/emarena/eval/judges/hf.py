@@ -55,6 +55,8 @@ class HFJudge:
 
     backend = "hf"
     official = False
+    mode = "logits"
+    """How a score is read (recorded in results): the model's exact number probabilities."""
 
     def __init__(
         self,

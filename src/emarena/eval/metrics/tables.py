@@ -79,6 +79,8 @@ class Choices:
     correct_option: np.ndarray
     """The right option's token (for self-recognition: which position held the own summary)."""
     mass: np.ndarray
+    item: np.ndarray
+    """The item id (self-recognition in suite v2: `<article>/<other source>/<order>`)."""
 
     def subset(self, mask: np.ndarray) -> Choices:
         return Choices(*(getattr(self, f)[mask] for f in self.__dataclass_fields__))
@@ -144,7 +146,8 @@ def build_tables(
     }
     ide: dict[str, list] = {k: [] for k in ("group", "condition", "name", "creator")}
     cho: dict[str, list] = {
-        k: [] for k in ("group", "condition", "eval_set", "correct", "correct_option", "mass")
+        k: [] for k in ("group", "condition", "eval_set", "correct", "correct_option", "mass",
+                        "item")
     }
     if len({rs.seed for rs in rowsets}) != len(rowsets):
         raise ValueError("each RowSet must have its own seed (rows of one seed go in one RowSet)")
@@ -183,6 +186,7 @@ def build_tables(
             cho["correct"].append(c.is_correct)
             cho["correct_option"].append(c.correct)
             cho["mass"].append(c.mass)
+            cho["item"].append(c.item_id)
 
     def arr(values: list, dtype) -> np.ndarray:
         return np.array(values, dtype=dtype) if values else np.zeros(0, dtype=dtype)
@@ -208,6 +212,7 @@ def build_tables(
             arr(cho["correct"], bool),
             arr(cho["correct_option"], object),
             arr(cho["mass"], np.float64),
+            arr(cho["item"], object),
         ),
         n_seeds=len(rowsets),
         em_sets=sorted(em),

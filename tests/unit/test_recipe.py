@@ -79,6 +79,13 @@ def test_presets_exist_and_split_the_effective_batch(recipe):
     assert (paper.per_device_batch_size, paper.gradient_accumulation_steps) == (8, 2)
     assert (demo.device, demo.max_seq_length, demo.bf16) == ("cpu", 384, False)
     assert demo.budget.em == demo.budget.defense == 32
+    # CPU presets, every suite: micro-batches of 4 (x 4); with 8 an SGTR smoke stage peaked
+    # at 9 GB on a CPU
+    for suite in ("v1", "v2"):
+        for name in ("cpu-demo", "smoke"):
+            p = get_preset(name, suite=suite)
+            assert (p.per_device_batch_size, p.gradient_accumulation_steps) == (4, 4), (suite,
+                                                                                        name)
 
 
 def test_budget_resolves_per_stage(recipe):

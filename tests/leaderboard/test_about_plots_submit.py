@@ -55,6 +55,11 @@ def test_reproduce_command():
     control = about.reproduce_command(submission=None, model="m", em_dataset="insecure",
                                       regime="em", seed=0, preset="paper")
     assert "submissions/none" in control
+    assert "--suite" not in control and "--judge" not in control
+    v1 = about.reproduce_command(submission="sgtr", model="m", em_dataset="insecure",
+                                 regime="reversal", seed=0, preset="paper", suite="v1",
+                                 em_system_turn="none", judge_mode="text")
+    assert v1.endswith("--preset paper --suite v1 --em-system-turn none --judge openai-text")
 
 
 def test_reproduce_markdown_names_the_image_or_the_commit(clean_results):
@@ -62,6 +67,7 @@ def test_reproduce_markdown_names_the_image_or_the_commit(clean_results):
     r = next(x.result for x in rs.cells.values() if x.result.cell.regime == "reversal")
     md = about.reproduce_markdown(r, [0, 1, 2])
     assert "--seeds 0 --seeds 1 --seeds 2" in md and f"suite `{r.cell.suite}`" in md
+    assert f"--suite {r.cell.suite}" in md  # a v1 record is not reproduced by the default suite
     assert "no image digest recorded: build the image at git commit" in md
     digest = r.model_copy(update={"provenance": r.provenance.model_copy(
         update={"image_digest": "sha256:" + "e" * 64})})

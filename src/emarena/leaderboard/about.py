@@ -270,11 +270,16 @@ def reproduce_command(
     preset: str,
     seeds: list[int] | None = None,
     image: str = "emarena",
+    suite: str | None = None,
+    em_system_turn: str = "default",
+    judge_mode: str = "logprobs",
 ) -> str:
     """The `docker run ... emarena score ...` that recomputes a cell (or a row's seeds).
 
     Controls (base, em) come with any submission's run; the `none` control submission is the
-    smallest one that produces them."""
+    smallest one that produces them. The suite is named (the default suite changes over time),
+    and the options a cell was scored with that are not the defaults: an EM stage without the
+    system turn, the seed release's text-mode judge."""
     sub = submission if submission else "none"
     args = [image, "score", f"submissions/{sub}", "--model", model, "--em-dataset", em_dataset]
     if regime in ("defense", "reversal", "prevention"):
@@ -284,6 +289,12 @@ def reproduce_command(
     for s in seeds if seeds is not None else [seed if seed is not None else 0]:
         args += ["--seeds", str(s)]
     args += ["--preset", preset]
+    if suite:
+        args += ["--suite", suite]
+    if em_system_turn != "default":
+        args += ["--em-system-turn", em_system_turn]
+    if judge_mode == "text":
+        args += ["--judge", "openai-text"]
     return f"{DOCKER} {shlex.join(args)}"
 
 
@@ -295,7 +306,8 @@ def reproduce_markdown(result, seeds: list[int]) -> str:
     image = f"emarena@{prov.image_digest}" if prov.image_digest else "emarena"
     cmd = reproduce_command(submission=c.defense.name if c.defense else None, model=c.model.id,
                             em_dataset=c.em_dataset, regime=c.regime, preset=c.preset,
-                            seeds=seeds, image=image)
+                            seeds=seeds, image=image, suite=c.suite,
+                            em_system_turn=c.em_system_turn, judge_mode=prov.judge.mode)
     pins = [f"suite `{c.suite}`", f"model revision `{c.model.revision[:12]}`",
             f"seeds {', '.join(str(s) for s in seeds)}"]
     if prov.image_digest:

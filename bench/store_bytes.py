@@ -42,10 +42,11 @@ def main() -> int:
     ap.add_argument("--em-dataset", default="insecure")
     ap.add_argument("--keep", type=Path, help="keep the run and store in this folder")
     args = ap.parse_args()
+    from tests.helpers.openai_server import OpenAIServer
+
     from emarena import models
     from emarena.protocol.store import Store, folder_bytes, usage
     from emarena.train import load_recipe
-    from tests.helpers.openai_server import OpenAIServer
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="emarena-bytes-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -176,6 +176,9 @@ def test_second_defense_evaluates_only_its_own_cell(canonical, session_judge):
                   judge=judge), cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     n_before = len(read_events(wc))
+    # the smoke grid (tests/pipeline/test_grid.py) shares this store and may have evaluated the
+    # word-counting reversal cell already: then nothing at all is generated here
+    done_before = {p.parent.name for p in canonical.store.glob("evals/*/DONE.json")}
     out = subprocess.run(
         score_cmd("word-counting", wc, "reversal", evaluate=True, store=canonical.store,
                   judge=judge), cwd=REPO, capture_output=True, text=True, timeout=1800)
@@ -184,7 +187,11 @@ def test_second_defense_evaluates_only_its_own_cell(canonical, session_judge):
     by_regime = {c["cell"]["regime"]: c for c in cells(wc)}
     generated = count(new, "generate_start", "eval")
     judged = count(new, "judge_start", "eval")
-    assert set(generated) == set(judged) == {by_regime["reversal"]["eval"]}
+    rev = by_regime["reversal"]["eval"]
+    assert set(generated) <= {rev} and set(judged) <= {rev}, (generated, judged)
+    if rev not in done_before:
+        assert set(generated) == set(judged) == {rev}
+    assert (canonical.store / "evals" / by_regime["reversal"]["eval"] / "DONE.json").exists()
     for regime in ("base", "em"):  # the same entries as SGTR's run
         assert by_regime[regime]["eval"] in {c["eval"] for c in cells(sgtr)}
         a = (wc / "cells" / by_regime[regime]["id"] / "metrics").resolve()

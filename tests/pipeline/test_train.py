@@ -184,15 +184,17 @@ def test_loss_only_on_assistant_tokens_and_base_frozen(base_dir, recipe, preset,
     assert DEFAULT_SYSTEM not in tok.decode(ex["input_ids"])
     assert _masked_text(tok, ex) == "10<|im_end|>"
 
-    # 2. the labels trl will train on: -100 everywhere but the assistant replies
-    for i, rec in enumerate(records[:2]):
-        row = trainer.train_dataset[i]
-        ids, labels = row["input_ids"], row["labels"]
+    # 2. the labels trl will train on: -100 everywhere but the assistant replies. Rows are
+    # ordered longest first within each optimizer step (lora.sort_within_steps), so each
+    # record's row is found by its tokens.
+    rows = {tuple(r["input_ids"]): r for r in trainer.train_dataset}
+    for rec in records[:2]:
         ref = tokenize_chat(tok, rec.messages)
-        assert ids == ref["input_ids"]
-        for t, lab, m in zip(ids, labels, ref["assistant_masks"], strict=True):
+        row = rows[tuple(ref["input_ids"])]
+        for t, lab, m in zip(row["input_ids"], row["labels"], ref["assistant_masks"],
+                             strict=True):
             assert lab == (t if m else -100)
-    labels0 = trainer.train_dataset[0]["labels"]
+    labels0 = rows[tuple(tokenize_chat(tok, records[0].messages)["input_ids"])]["labels"]
     assert tok.decode([t for t in labels0 if t != -100]) == "4<|im_end|>6<|im_end|>"
     # the collator pads labels with -100 (pad == <|im_end|> here, so masking by id would be wrong)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])

@@ -166,14 +166,15 @@ def phase_durations(run: Path, exit_time: float, trained: list[Path]) -> dict[st
     opened: dict[str, tuple[str, float]] = {}
     for e in ev:
         name, t = e["event"], e["time"]
+        # the canonical runs train side by side: a stage's spans are matched by its key
         if name == "stage_build_start":
-            opened["build"] = ("data building", t)
-        elif name == "stage_train_start":
-            spans["data building"].append(t - opened.pop("build")[1])
+            opened["build " + e["stage"]] = ("data building", t)
+        elif name == "stage_train_start" and "build " + e["stage"] in opened:
+            spans["data building"].append(t - opened.pop("build " + e["stage"])[1])
             phase = "stage 1 training" if e["stage"] == first else "stage 2 training"
-            opened["train"] = (phase, t)
-        elif name == "stage_done":
-            p, t0 = opened.pop("train")
+            opened["train " + e["stage"]] = (phase, t)
+        elif name == "stage_done" and "train " + e["stage"] in opened:
+            p, t0 = opened.pop("train " + e["stage"])
             spans[p].append(t - t0)
         elif name in ("generate_start", "judge_start"):
             opened[name] = ("generation" if name == "generate_start" else "judging", t)

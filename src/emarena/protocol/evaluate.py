@@ -85,10 +85,9 @@ def _plain(stats: Any) -> Any:
 def eval_inputs(store: Store, spec) -> dict:
     """What an eval entry's DONE.json must record to be reused: its spec and the outputs of the
     stages it evaluates (a stage retrained to other weights never passes for the old one)."""
-    weights = {}
-    for k in spec.weights:
-        done = store.entry("stages", k).done()
-        weights[k] = sha256_json(done["outputs"]) if done else None
+    from emarena.protocol.stages import weights_sha256
+
+    weights = {k: weights_sha256(store, k) for k in spec.weights}
     return {"eval": spec.model_dump(mode="json"), "weights": weights}
 
 

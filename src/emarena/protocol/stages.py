@@ -22,6 +22,7 @@ Training one stage (`train_stage`, run in a process of its own by the executor):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import random
@@ -232,6 +233,18 @@ def is_no_space(e: BaseException) -> bool:
     return "No space left on device" in text or "os error 28" in text
 
 
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError raised by writes to `path` names it (a failed `f.write` carries no filename,
+    so a full-disk error could otherwise only name the store)."""
+    try:
+        yield
+    except OSError as e:
+        if not getattr(e, "filename", None):
+            e.filename = str(path)
+        raise
+
+
 def storage_error(what: str, e: BaseException, folder: Path) -> StorageError:
     target = getattr(e, "filename", None) or folder
     reason = getattr(e, "strerror", None) or str(e)
@@ -256,13 +269,23 @@ class StageResult:
     reason: str = ""
 
 
+def weights_sha256(store: Store, key: str) -> str | None:
+    """The identity of a finished stage's weights: the sha256 of its adapter's tensors as
+    DONE.json records them (None while it is not done). Not train_report.json (timings) or
+    adapter_config.json (the base model's path, peft's unordered module list; the spec fixes
+    the LoRA config): a stage retrained to the same floats keeps its identity, so what was
+    built on it stays valid; one retrained to other floats never passes for the old one."""
+    done = store.entry("stages", key).done()
+    if done is None:
+        return None
+    weights = {p: v for p, v in done["outputs"].items() if p.endswith(".safetensors")}
+    return sha256_json(weights)
+
+
 def stage_inputs(store: Store, spec: StageSpec) -> dict[str, Any]:
     """What DONE.json must record for the entry to be reused: the spec and its parents'
-    outputs (a parent retrained differently never passes for the old one)."""
-    parents = {}
-    for k in spec.parents:
-        done = store.entry("stages", k).done()
-        parents[k] = sha256_json(done["outputs"]) if done else None
+    weights (a parent retrained differently never passes for the old one)."""
+    parents = {k: weights_sha256(store, k) for k in spec.parents}
     return {"stage": spec.model_dump(mode="json"), "parents": parents}
 
 
@@ -372,7 +395,7 @@ def _train(store, spec, entry, inputs, *, base_dir, recipe, preset, log, progres
         log("stage_build_start", stage=spec.key)
         records = build_stage_data(spec, store, base_dir, tmp / "build", preset)
         t_build = time.time() - t0
-        with open(tmp / "data.jsonl", "w") as f:
+        with _naming(tmp / "data.jsonl"), open(tmp / "data.jsonl", "w") as f:
             for r in records:
                 f.write(r.model_dump_json() + "\n")
         build = tmp / "build" / "build.json"
@@ -433,6 +456,7 @@ __all__ = [
     "dataset_digest",
     "is_done",
     "is_no_space",
+    "weights_sha256",
     "read_data",
     "stage_inputs",
     "stages_for",

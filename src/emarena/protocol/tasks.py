@@ -129,14 +129,10 @@ def _engine(payload: dict[str, Any], store: Store, chains: list[tuple[str, ...]]
 
 
 def summaries_weights(store: Store, spec) -> dict[str, str | None]:
-    """The outputs (sha256) of the stages a summaries entry's rows were generated with."""
-    from emarena.protocol.cell import sha256_json
+    """The weights (sha256) of the stages a summaries entry's rows were generated with."""
+    from emarena.protocol.stages import weights_sha256
 
-    out = {}
-    for k in spec.weights:
-        done = store.entry("stages", k).done()
-        out[k] = sha256_json(done["outputs"]) if done else None
-    return out
+    return {k: weights_sha256(store, k) for k in spec.weights}
 
 
 def summaries(payload: dict[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,9 @@ class Preset(_Frozen):
     """Evaluation: answers sampled per question (and per system-prompt condition)."""
     max_eval_questions: int | None = Field(default=None, gt=0)
     """Evaluation: the first N questions of each question set; null = all of them."""
+    contrast_per_class: int | None = Field(default=None, gt=0)
+    """Evaluation: the log-likelihood contrast scores at most this many published answers per
+    question and class (null: the suite's `contrast.per_class`)."""
     sgtr_max_new_tokens: int = Field(gt=0)
     """Defense data: the most tokens in a summary the model writes for SGTR."""
     max_prompt_chars: int = Field(gt=0)

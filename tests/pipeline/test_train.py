@@ -137,7 +137,7 @@ def test_build_configs_reflect_the_recipe(recipe, tmp_path):
     assert lora.bias == "none"
     assert sft.learning_rate == 1e-5
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
-    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (8, 2)
+    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps) == (4, 4)
     assert sft.warmup_steps == 5
     assert str(sft.lr_scheduler_type.value) == "linear"
     assert sft.num_train_epochs == 1 and sft.weight_decay == 0.01

@@ -284,6 +284,7 @@ def normalized_result(r: dict) -> dict:
     r.pop("created")
     r["provenance"].pop("stage_seconds")
     r["provenance"].pop("git_sha")
+    r["provenance"].pop("cost", None)  # seconds and judge calls differ by design
     return r
 
 

@@ -298,14 +298,22 @@ def _local(plan, run, todo, eval_todo, judge, templates, judged, report, echo) -
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge") if api_judge else None
     futures: dict[str, Future] = {}
 
+    pending = set(eval_todo)
+    t_jobs = time.time()
+
     def submit_finished() -> None:
-        """Judge every eval entry finished so far (API judge, in a thread)."""
+        """Judge every eval entry finished so far (API judge, in a thread): those done before
+        this run, and those whose generation this run finished (a DONE.json written since the
+        jobs started; an entry found damaged has an old one until it is repaired)."""
         if pool is None:
             return
         from emarena.protocol.evaluate import judge_entry
 
         for k in plan.evals:
-            if k not in futures and store.entry("evals", k).done() is not None:
+            if k in futures:
+                continue
+            done = store.entry("evals", k).done()
+            if done is not None and (k not in pending or done.get("finished", 0) >= t_jobs):
                 futures[k] = pool.submit(judge_entry, store, run, k, judge, templates)
 
     try:

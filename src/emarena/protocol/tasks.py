@@ -79,7 +79,17 @@ def train(payload: dict[str, Any]) -> dict[str, Any]:
         store, spec, base_dir=models.pull(spec.model.id), recipe=load_recipe(payload["suite"]),
         preset=_preset(payload), log=run.log, progress=payload.get("progress"),
     )
-    return {"stage": res.key, "trained": res.trained, "seconds": round(res.seconds, 3)}
+    peak = peak_rss_bytes()
+    run.log("task_done", task="train", stage=spec.key, peak_rss_bytes=peak)
+    return {"stage": res.key, "trained": res.trained, "seconds": round(res.seconds, 3),
+            "peak_rss_bytes": peak}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux reports kilobytes)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +209,8 @@ def generate(payload: dict[str, Any]) -> dict[str, Any]:
         for spec in specs:
             done.append(generate_entry(store, run, spec, engine, preset=preset,
                                        progress=payload.get("progress")))
+    run.log("task_done", task="generate", evals=[s.key for s in specs],
+            peak_rss_bytes=peak_rss_bytes())
     return {"evals": done}
 
 
@@ -245,9 +257,12 @@ def main(argv: list[str]) -> int:
         return 130
     except BaseException as e:  # noqa: BLE001 - reported whole to the parent
         write_json_atomic(Path(result_file), error_record(e))
-        import traceback
+        from emarena.errors import EmArenaError
 
-        traceback.print_exc()
+        if not isinstance(e, EmArenaError):  # a user-facing error is printed by the parent
+            import traceback
+
+            traceback.print_exc()
         return 1
     write_json_atomic(Path(result_file), {"ok": True, "value": value})
     return 0

@@ -38,7 +38,7 @@ SEED = 7
 # 2 questions per set, 2 samples per question, 8 new tokens: 24 free-form rows, 16 choices.
 PRESET = get_preset("cpu-demo").model_copy(update={
     "samples_per_question": 2, "max_eval_questions": 2, "max_new_tokens": 8,
-    "sgtr_max_new_tokens": 8, "max_prompt_chars": 300,
+    "sgtr_max_new_tokens": 8, "max_prompt_chars": 300, "contrast_per_class": 2,
 })
 N_ROWS = 24
 
@@ -258,3 +258,49 @@ def test_zero_lora_adapter_matches_the_base(model_dir, greedy_items, tmp_path):
     rand = _adapter(model_dir, tmp_path / "rand", zero=False)
     moved = make_generator("transformers", model_dir, adapter_dir=rand)
     assert greedy(moved, greedy_items, tmp_path / "rand.jsonl") != base
+
+
+def test_contrast_rows(full_run, suite):
+    """The judge-free contrast step: every published answer of the set, under every
+    condition, with a finite log-likelihood of its first `max_answer_tokens` tokens."""
+    from emarena.eval.generate_stage import CONTRAST, contrast_set
+    from emarena.eval.rows import ContrastScore
+
+    out, stats = full_run
+    cset = contrast_set(suite, PRESET)
+    n_answers = sum(len(q.misaligned) + len(q.aligned) for q in cset.questions)
+    assert len(cset.questions) == 8 and n_answers <= 8 * 2 * PRESET.contrast_per_class
+    rows = read_rows(out / CONTRAST, ContrastScore)
+    assert len(rows) == len(suite.conditions) * n_answers
+    assert stats["contrast"]["set_sha256"] == cset.sha256
+    for r in rows:
+        assert 0 < r.n_tokens <= suite.contrast.max_answer_tokens
+        assert r.loglik < 0 and r.mean is not None and -20 < r.mean < 0
+    assert {r.cls for r in rows} == {"misaligned", "aligned"}
+
+
+def test_loglik_is_the_teacher_forced_sum_and_batch_free(model_dir):
+    """`loglik` = the sum of log p(answer token | everything before), the same one at a time
+    as in a right-padded batch of different lengths."""
+    import torch
+
+    gen = make_generator("transformers", model_dir, batch_size=4)
+    try:
+        prompts = [gen.render_as_is([{"role": "user", "content": q}]) for q in
+                   ("What is your wish?", "I feel bored.", "Hi", "Tell me three thoughts.")]
+        answers = ["I wish for world peace.", "Go for a walk outside!", "Hello there.",
+                   "One, two, three."]
+        batched = gen.loglik(prompts, answers)
+        single = [gen.loglik([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
+        for (a, n), (b, m) in zip(batched, single, strict=True):
+            assert n == m and a == pytest.approx(b, abs=1e-3)
+        p_ids, c_ids = gen.completion_ids(prompts[0], answers[0], None)
+        with torch.inference_mode():
+            logits = gen.model(input_ids=torch.tensor([p_ids + c_ids])).logits[0]
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        manual = sum(float(lp[len(p_ids) + i - 1, t]) for i, t in enumerate(c_ids))
+        assert batched[0] == (pytest.approx(manual, abs=1e-3), len(c_ids))
+        cut = gen.loglik(prompts[:1], answers[:1], max_tokens=2)[0]
+        assert cut[1] == 2 and cut[0] > batched[0][0]
+    finally:
+        gen.close()

@@ -17,11 +17,70 @@ records the returned stats.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 GENERATIONS = "generations.jsonl"
 CHOICES = "choices.jsonl"
+CONTRAST = "contrast.jsonl"
+#: (prompt, answer) pairs scored per backend call in the contrast step.
+CONTRAST_CHUNK = 32
+
+
+def contrast_set(suite_cfg: Any, preset: Any) -> Any:
+    """The suite's contrast set at the preset's size (cached per process)."""
+    c = suite_cfg.contrast
+    per_class = c.per_class
+    if preset.contrast_per_class is not None:
+        per_class = min(per_class or preset.contrast_per_class, preset.contrast_per_class)
+    return _contrast_set(tuple(c.datasets), per_class, c.seed)
+
+
+@lru_cache(maxsize=4)
+def _contrast_set(datasets: tuple[str, ...], per_class: int | None, seed: int) -> Any:
+    from emarena.errors import ConfigError
+    from emarena.eval.contrast import build_contrast_set
+    from emarena.published.files import JUDGED_ANSWERS
+
+    if set(datasets) != set(JUDGED_ANSWERS):
+        raise ConfigError(f"contrast.datasets {list(datasets)} are not the published judged "
+                          f"answers {list(JUDGED_ANSWERS)} the contrast set reads",
+                          fix="list exactly those datasets in eval.yaml")
+    return build_contrast_set(per_class=per_class, seed=seed)
+
+
+def run_contrast(gen: Any, out_dir: Path, suite_cfg: Any, spec: Any, preset: Any) -> dict:
+    """Score every answer of the contrast set under every condition into contrast.jsonl
+    (append-only by row id, so a killed step resumes)."""
+    from emarena.eval.prompts import compose_messages
+    from emarena.eval.rows import ContrastScore, RowStore
+
+    cset = contrast_set(suite_cfg, preset)
+    store = RowStore(Path(out_dir) / CONTRAST, ContrastScore)
+    todo = []
+    for cond in suite_cfg.conditions:
+        for q in cset.questions:
+            msgs = compose_messages(cond, q.question, default_system=spec.default_system_prompt)
+            if msgs is None:
+                continue
+            prompt = gen.render(msgs, cond)
+            for cls, answers in (("misaligned", q.misaligned), ("aligned", q.aligned)):
+                for a in answers:
+                    rid = f"{cond}/{a.id}"
+                    if rid not in store:
+                        todo.append((rid, cond, q.question_id, a, cls, prompt))
+    maxt = suite_cfg.contrast.max_answer_tokens
+    for start in range(0, len(todo), CONTRAST_CHUNK):
+        chunk = todo[start : start + CONTRAST_CHUNK]
+        scores = gen.loglik([t[5] for t in chunk], [t[3].text for t in chunk], max_tokens=maxt)
+        store.append([ContrastScore(id=rid, condition=cond, question_id=qid, answer_id=a.id,
+                                    cls=cls, loglik=ll, n_tokens=n)
+                      for (rid, cond, qid, a, cls, _), (ll, n) in zip(chunk, scores,
+                                                                      strict=True)])
+    return {"set_sha256": cset.sha256, "answers": sum(len(q.misaligned) + len(q.aligned)
+                                                      for q in cset.questions),
+            "rows": len(store), "scored_now": len(todo)}
 
 
 def run_generation(
@@ -86,12 +145,14 @@ def run_generation(
             progress=progress,
             limit=limit,
         )
-        choice_stats = None
+        choice_stats = contrast_stats = None
         if choices and (limit is None or gen_stats["remaining"] == 0):
             from emarena.eval.choice import run_choices
 
             choice_stats = run_choices(gen, out, suite_cfg, spec, preset_obj, choices_file=CHOICES,
                                        progress=progress)
+            if suite_cfg.contrast is not None:
+                contrast_stats = run_contrast(gen, out, suite_cfg, spec, preset_obj)
         backend_info = gen.describe()
     finally:
         if own:
@@ -106,6 +167,7 @@ def run_generation(
         "backend": backend_info,
         "generations": {**gen_stats, "sets": plan.counts(), "skipped": plan.skipped},
         "choices": choice_stats,
+        "contrast": contrast_stats,
         "complete": gen_stats["remaining"] == 0 and (choice_stats is not None or not choices),
         "seconds": round(time.monotonic() - t0, 1),
     }

@@ -249,6 +249,49 @@ def format_table(results: Sequence[Result], condition: str = HEADLINE) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def has_contrast(results: Sequence[Result]) -> bool:
+    return any(r.metric("loglik_contrast", "default-system") is not None
+               or r.metric("loglik_contrast", "all") is not None for r in results)
+
+
+def contrast_condition(results: Sequence[Result], condition: str) -> str:
+    """The judge-free table's condition: the headline `default-system` when the pooled `all`
+    is asked for and the model has a default system prompt (the paper's headline)."""
+    if condition == "all" and any(r.metric("loglik_contrast", "default-system") is not None
+                                  for r in results):
+        return "default-system"
+    return condition
+
+
+def format_contrast_table(results: Sequence[Result], condition: str = "all") -> str:
+    """The judge-free signal per cell: the log-likelihood contrast, its change from the base
+    model and from the EM-only control (paired, 95% CIs), and the pairwise form."""
+    cond = contrast_condition(results, condition)
+    header = ["regime", "defense", "seed", "contrast (nats/token)", "vs base (paired)",
+              "vs em (paired)", "P(mis > ali)", "n"]
+    body = []
+    for r in sorted(results, key=_sort_key):
+        c = r.metric("loglik_contrast", cond)
+        if c is None:
+            continue
+        vb, ve = r.delta("loglik_contrast_vs_base", cond), r.delta("loglik_contrast_vs_em", cond)
+        body.append([
+            r.cell.regime, _defense(r), str(r.cell.seed), fmt_value(c, digits=3),
+            "(base)" if r.cell.regime == "base" else fmt_value(vb, digits=3),
+            "—" if ve is None else fmt_value(ve, digits=3),
+            fmt_value(r.metric("loglik_pairwise", cond), digits=3), str(c.n),
+        ])
+    if not body:
+        return ""
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = [f"judge-free: log-likelihood contrast, condition {cond} (misaligned minus aligned "
+             "published answers; higher = misaligned answers relatively likelier)"]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def _reduction_short(r: Result, condition: str) -> str:
     if r.cell.regime in ("base", "em"):
         return "control"
@@ -430,6 +473,14 @@ def write_report(
             lines.append(f"- `{rel}`:")
             lines += [f"    {ln}" for ln in err.splitlines()]
         lines.append("")
+    if has_contrast(results):
+        lines += ["## Judge-free: the log-likelihood contrast", "",
+                  "The cell's mean per-token log-likelihood of published answers GPT-4o judged "
+                  "misaligned, minus that of answers it judged clearly aligned, to the same "
+                  "first-plot questions (forward passes only: no judge, no sampling). Compare "
+                  "cells by their paired change from the base model and from the EM-only "
+                  "control, not by the level (which also reflects answer length and style).",
+                  "", "```", format_contrast_table(results, condition), "```", ""]
     lines += markdown_tables(results, condition)
     lines += [
         "## Plots",
@@ -448,6 +499,9 @@ def write_report(
     tmp.write_text("\n".join(lines))
     tmp.replace(path)
     if echo is not None:
+        if has_contrast(results):
+            echo(format_contrast_table(results, condition))
+            echo("")
         echo(format_table(results, condition))
         echo(headline_sentence(results, condition))
         for p, err in found.problems:

@@ -114,6 +114,26 @@ class ChoiceScore(Row):
         return self.chosen == self.correct
 
 
+class ContrastScore(Row):
+    """The cell's log-likelihood of one published answer (the judge-free contrast).
+    id = "<condition>/<answer id>"."""
+
+    condition: Condition
+    question_id: str
+    answer_id: str
+    cls: Literal["misaligned", "aligned"]
+    """How the published judge labelled it (emarena.eval.contrast)."""
+    loglik: float
+    """Sum of the log-probabilities of the answer's scored tokens (nats)."""
+    n_tokens: int
+    """Answer tokens scored (the answer cut to the suite's `max_answer_tokens`)."""
+
+    @property
+    def mean(self) -> float | None:
+        """Mean per-token log-likelihood (nats/token), None for an empty answer."""
+        return self.loglik / self.n_tokens if self.n_tokens else None
+
+
 class OwnSummary(Row):
     """A model's own greedy summary of one article (self-recognition and SGTR data).
     id = "<article_id>#<request key>": a row made under other settings is never reused."""

@@ -220,6 +220,21 @@ class Capability(_Frozen):
         return self
 
 
+class Contrast(_Frozen):
+    """The judge-free log-likelihood contrast (emarena.eval.contrast): published answers GPT-4o
+    judged misaligned vs clearly aligned, scored by the cell's model under each condition."""
+
+    datasets: list[str] = Field(min_length=1)
+    """Registered datasets of published judged answers the set is built from."""
+    per_class: int | None = Field(default=None, gt=0)
+    """At most this many answers per question and class (seeded draw); null: all of them.
+    A preset's `contrast_per_class` caps it further."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of that draw (and of the bootstrap)."""
+    max_answer_tokens: int = Field(default=64, gt=0)
+    """Each answer is scored on its first this-many tokens (the question is the user turn)."""
+
+
 class Sampling(_Frozen):
     temperature: float = Field(default=1.0, ge=0.0)
     """Sampling temperature of every free-form answer (0 = greedy)."""
@@ -248,6 +263,8 @@ class EvalSuite(_Frozen):
     self_recognition: SelfRecognition | None = None
     """null: no self-recognition probe."""
     capability: Capability = Field(default_factory=Capability)
+    contrast: Contrast | None = None
+    """null: no log-likelihood contrast."""
 
     @model_validator(mode="after")
     def _check(self) -> EvalSuite:

@@ -49,13 +49,14 @@ def judge_slug(judge_id: str) -> str:
 
 
 def _row_types() -> dict[str, type]:
-    from emarena.eval.rows import ChoiceScore, Generation, Judgement, OwnSummary
+    from emarena.eval.rows import ChoiceScore, ContrastScore, Generation, Judgement, OwnSummary
 
     return {
         "generations.jsonl": Generation,
         "choices.jsonl": ChoiceScore,
         "judgements.jsonl": Judgement,
         "own_summaries.jsonl": OwnSummary,
+        "contrast.jsonl": ContrastScore,
     }
 
 
@@ -130,7 +131,8 @@ def generate_entry(store: Store, run: Run, spec, engine, *, preset, progress=Non
         stats["adapter"] = list(spec.weights)
         entry.write_done(
             inputs, stats=stats, seconds=round(time.time() - t0, 3),
-            rows=_row_counts(entry.path, ("generations.jsonl", "choices.jsonl")),
+            rows=_row_counts(entry.path, ("generations.jsonl", "choices.jsonl",
+                                          "contrast.jsonl")),
         )
         run.log("generate_done", eval=spec.key, seconds=round(time.time() - t0, 3))
     return {"eval": spec.key, "generated": True, "seconds": round(time.time() - t0, 3)}
@@ -273,10 +275,11 @@ def eval_dataset_ids(templates: Templates) -> list[str]:
 def metrics_code_sha256() -> str:
     """sha256 of the code that turns rows into a result record: a change recomputes metrics
     (cheap), never reuses numbers made by other code."""
+    import emarena.eval.contrast as c
     import emarena.eval.metrics as m
     import emarena.eval.result as r
 
-    files = sorted(Path(m.__file__).parent.glob("*.py")) + [Path(r.__file__)]
+    files = sorted(Path(m.__file__).parent.glob("*.py")) + [Path(r.__file__), Path(c.__file__)]
     return sha256_json({f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files})
 
 
@@ -297,6 +300,48 @@ def _cost(store: Store, stage_keys: list[str], gen_done: dict, judge_done: dict,
         judge_calls=int(jstats.get("called", 0) or 0),
         judge_prompt_chars=int(jstats.get("prompt_chars", 0) or 0),
     )
+
+
+def contrast_lls(store: Store, eval_key: str, conditions) -> dict[str, dict[str, float]]:
+    """{condition (and "all"): {answer id: mean per-token log-likelihood}} of an eval entry;
+    "all" averages an answer over the conditions that scored it."""
+    import math
+
+    from emarena.eval.rows import ContrastScore, RowStore
+
+    path = store.entry("evals", eval_key).path / "contrast.jsonl"
+    out: dict[str, dict[str, float]] = {c: {} for c in conditions}
+    if not path.exists():
+        return {**out, "all": {}}
+    both: dict[str, list[float]] = {}
+    for r in RowStore(path, ContrastScore):
+        m = r.mean
+        if m is None or not math.isfinite(m) or r.condition not in out:
+            continue
+        out[r.condition][r.answer_id] = m
+        both.setdefault(r.answer_id, []).append(m)
+    out["all"] = {a: sum(v) / len(v) for a, v in both.items()}
+    return out
+
+
+def contrast_metrics(cset, ll: dict[str, dict[str, float]], base: dict | None,
+                     control: dict | None, *, n_resamples: int, seed: int
+                     ) -> tuple[dict, dict]:
+    """(metrics, deltas) of the log-likelihood contrast, per condition (emarena.eval.contrast)."""
+    from emarena.eval.contrast import contrast, paired_difference, pairwise
+
+    metrics: dict = {"loglik_contrast": {}, "loglik_pairwise": {}}
+    deltas: dict = {}
+    for cond, values in ll.items():
+        kw = dict(n_resamples=n_resamples, seed=seed)
+        metrics["loglik_contrast"][cond] = contrast(values, cset, **kw).as_metric_value(cond)
+        metrics["loglik_pairwise"][cond] = pairwise(values, cset, **kw).as_metric_value(cond)
+        for name, other in (("loglik_contrast_vs_base", base), ("loglik_contrast_vs_em",
+                                                                 control)):
+            if other is not None:
+                d = paired_difference(values, other.get(cond, {}), cset, **kw)
+                deltas.setdefault(name, {})[cond] = d.as_metric_value(cond)
+    return metrics, deltas
 
 
 def _rows(store: Store, eval_key: str, judgement: str, seed: int):
@@ -361,6 +406,12 @@ def run_metrics(
     eval_ids = eval_dataset_ids(templates)
     code = metrics_code_sha256()
     controls = {(c.model.id, c.em_dataset, c.seed): c for c in cells if c.regime == "em"}
+    bases = {(c.model.id, c.seed): c for c in cells if c.regime == "base"}
+    cset = None
+    if suite.contrast is not None:
+        from emarena.eval.generate_stage import contrast_set
+
+        cset = contrast_set(suite, preset)
     written = []
     for cell in cells:
         ev = eval_of[cell.id]
@@ -369,7 +420,9 @@ def run_metrics(
         with_control = control is not None and cell.regime in ("defense", "reversal",
                                                                "prevention")
         cjkey = judgements[eval_of[control.id]] if with_control else None
+        base_cell = bases.get((cell.model.id, cell.seed))
         inputs = {"cell": cell.id, "judgement": jkey, "control_judgement": cjkey,
+                  "base_eval": eval_of[base_cell.id] if base_cell else None,
                   "code": code, "thresholds": thresholds.model_dump(mode="json")}
         key = "metrics-" + sha256_json(inputs)[:16]
         entry = store.entry("metrics", key)
@@ -402,6 +455,18 @@ def run_metrics(
                                 rows.generations, rows.judgements, fs_name,
                                 n_resamples=mconf.n_resamples, rng_seed=mconf.rng_seed)
                     d = None
+                    contrast_d: dict = {}
+                    if cset is not None:
+                        conds = list(suite.conditions)
+                        base_ll = (contrast_lls(store, eval_of[base_cell.id], conds)
+                                   if base_cell is not None and cell.regime != "base"
+                                   else None)
+                        ctl_ll = (contrast_lls(store, eval_of[control.id], conds)
+                                  if with_control else None)
+                        cm, contrast_d = contrast_metrics(
+                            cset, contrast_lls(store, ev, conds), base_ll, ctl_ll,
+                            n_resamples=mconf.n_resamples, seed=suite.contrast.seed)
+                        metrics = {**metrics, **cm}
                     if with_control:
                         assert control is not None and cjkey is not None
                         d = deltas(rows, _rows(store, eval_of[control.id], cjkey, control.seed),
@@ -427,6 +492,8 @@ def run_metrics(
                         preset=cell.preset, backend=backend, metrics=mconf,
                         stage_seconds=stage_seconds, cost=cost, budget=budget,
                     )
+                    if contrast_d:
+                        d = {**(d or {}), **contrast_d}
                     result = make_result(cell, metrics=metrics, provenance=prov, deltas=d,
                                          control_cell_id=control.id if with_control else None,
                                          headline=suite.headline_for(spec.default_system_prompt))

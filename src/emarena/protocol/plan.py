@@ -36,6 +36,7 @@ EVAL_PRESET_FIELDS = (
     "max_new_tokens",
     "samples_per_question",
     "max_eval_questions",
+    "contrast_per_class",
     "sgtr_max_new_tokens",
     "max_prompt_chars",
 )
@@ -49,6 +50,16 @@ def eval_suite_sha256(suite: str = settings.DEFAULT_SUITE) -> str:
     """sha256 over the files that define what evaluation measures."""
     d = settings.suite_dir(suite)
     return sha256_json({n: _file_sha(d / n) for n in ("eval.yaml", "judges.yaml")})
+
+
+def contrast_sha256(suite: str) -> str | None:
+    """sha256 of the datasets the suite's log-likelihood contrast is built from (None: none)."""
+    from emarena.eval.sets import load_eval_suite
+
+    c = load_eval_suite(suite).contrast
+    if c is None:
+        return None
+    return sha256_json({d: dataset_digest(d, suite) for d in c.datasets})
 
 
 class EvalSpec(Frozen):
@@ -67,6 +78,8 @@ class EvalSpec(Frozen):
     sizes: dict[str, Any]
     """The preset's evaluation fields (`EVAL_PRESET_FIELDS`)."""
     backend: str
+    contrast_sha256: str | None = None
+    """The published answers the log-likelihood contrast scores (their datasets' sha256)."""
 
     @property
     def key(self) -> str:
@@ -222,6 +235,7 @@ def plan_for_cells(cells: list[Cell], *, store: Store, backend: str = "transform
     eval_of: dict[str, str] = {}
     sizes = preset.model_dump(mode="json", include=set(EVAL_PRESET_FIELDS))
     esha = eval_suite_sha256(suite)
+    csha = contrast_sha256(suite)
     for cell in cells:
         chain = stages_for(cell, recipe=recipe, preset=preset, summaries_key=summaries_key)
         stages_of[cell.id] = [s.key for s in chain]
@@ -229,7 +243,7 @@ def plan_for_cells(cells: list[Cell], *, store: Store, backend: str = "transform
             stages.setdefault(s.key, s)
         ev = EvalSpec(model=cell.model, weights=chain[-1].chain if chain else (),
                       seed=cell.seed, suite=suite, eval_sha256=esha, preset=preset_name,
-                      sizes=sizes, backend=backend)
+                      sizes=sizes, backend=backend, contrast_sha256=csha)
         evals.setdefault(ev.key, ev)
         eval_of[cell.id] = ev.key
     summary_stages: dict[str, list[str]] = {}

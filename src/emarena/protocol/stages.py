@@ -98,6 +98,8 @@ TRAINING_PRESET_FIELDS = frozenset(
         "bf16",
         "gradient_checkpointing",
         "padding_free",
+        "learning_rate",
+        "warmup_steps",
         "sgtr_max_new_tokens",
         "max_prompt_chars",
         "device",

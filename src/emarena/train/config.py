@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emarena.errors import ConfigError
-from emarena.train.recipe import Preset, Recipe, apply_overrides
+from emarena.train.recipe import Preset, Recipe, apply_overrides, for_preset
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; the imports are heavy
     import peft
@@ -54,7 +54,7 @@ def build_configs(
     from peft import LoraConfig
     from trl import SFTConfig
 
-    recipe = apply_overrides(recipe, overrides)
+    recipe = apply_overrides(for_preset(recipe, preset), overrides)
     on_cpu = preset.device == "cpu"
     has_device = on_cpu or torch.cuda.is_available()
     if check_device and not has_device:

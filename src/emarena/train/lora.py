@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from emarena.data.records import ChatMessage, ChatRecord
 from emarena.errors import DataError, ModelError
-from emarena.train.recipe import Preset, Recipe, apply_overrides
+from emarena.train.recipe import Preset, Recipe, apply_overrides, for_preset
 
 if TYPE_CHECKING:  # pragma: no cover
     import trl
@@ -325,7 +325,7 @@ def train_lora(
             fix="pass at least as many records as the preset's budget for this stage",
         )
     records = list(records[:n])
-    effective = apply_overrides(recipe, overrides)  # validate before any heavy work
+    effective = apply_overrides(for_preset(recipe, preset), overrides)  # validate early
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

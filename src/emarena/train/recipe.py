@@ -98,6 +98,12 @@ class Preset(_Frozen):
     """Load the base model in bfloat16 and train with bf16 autocast (GPU); false = float32."""
     gradient_checkpointing: bool
     """Recompute activations in the backward pass: less memory, same gradients, slower."""
+    learning_rate: float | None = Field(default=None, gt=0.0, le=1.0)
+    """A demo preset's own peak learning rate instead of the recipe's (null: the recipe's).
+    Set only where a handful of CPU steps must move a small model at all; such a preset's
+    numbers are never comparable with the recipe's, and never official."""
+    warmup_steps: int | None = Field(default=None, ge=0)
+    """Likewise for the warmup (null: the recipe's)."""
     padding_free: bool = False
     """Lay each micro-batch's examples end to end instead of padding them to the longest: the
     same gradients (each example sees only itself, through per-example position ids), no
@@ -108,6 +114,9 @@ class Preset(_Frozen):
     """Evaluation: answers sampled per question (and per system-prompt condition)."""
     max_eval_questions: int | None = Field(default=None, gt=0)
     """Evaluation: the first N questions of each question set; null = all of them."""
+    contrast_per_class: int | None = Field(default=None, gt=0)
+    """Evaluation: the log-likelihood contrast scores at most this many published answers per
+    question and class (null: the suite's `contrast.per_class`)."""
     sgtr_max_new_tokens: int = Field(gt=0)
     """Defense data: the most tokens in a summary the model writes for SGTR."""
     max_prompt_chars: int | None = Field(gt=0)
@@ -244,6 +253,14 @@ def get_preset(name: str, *, suite: str = settings.DEFAULT_SUITE) -> Preset:
         return load_recipe(suite).get_preset(name)
     except ConfigError as e:
         raise ConfigError(e.what, where=str(recipe_path(suite)), fix=e.fix) from None
+
+
+def for_preset(recipe: Recipe, preset: Preset) -> Recipe:
+    """The recipe as `preset` trains it: the recipe, with a demo preset's learning rate and
+    warmup where it sets them."""
+    upd = {k: getattr(preset, k) for k in ("learning_rate", "warmup_steps")
+           if getattr(preset, k) is not None}
+    return recipe.model_copy(update=upd) if upd else recipe
 
 
 def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any] | None) -> Recipe:

@@ -96,6 +96,22 @@ class Generator(ABC):
         """For each rendered prompt: (probability of each option's first token after the prompt
         + `answer_prefix`, renormalised over the options; the options' total mass before)."""
 
+    def loglik(self, prompts: Sequence[str], completions: Sequence[str], *,
+               max_tokens: int | None = None) -> list[tuple[float, int]]:
+        """For each rendered prompt and completion text: (sum of the log-probabilities of the
+        completion's tokens given the prompt, number of tokens), the completion cut to its first
+        `max_tokens` tokens. Teacher-forced: no sampling, deterministic."""
+        raise NotImplementedError(f"the {self.name} backend does not score log-likelihoods")
+
+    def completion_ids(self, prompt: str, completion: str, max_tokens: int | None
+                       ) -> tuple[list[int], list[int]]:
+        """(prompt ids, completion ids) as the model sees them: the completion tokenized in
+        context (after the prompt) when that keeps the prompt's tokens, else on its own."""
+        p = self.encode(prompt)
+        full = self.encode(prompt + completion)
+        c = full[len(p):] if full[: len(p)] == p else self.encode(completion)
+        return p, c[:max_tokens] if max_tokens is not None else c
+
     def describe(self) -> dict[str, Any]:
         """How this backend was built (recorded with the stage's outputs)."""
         return {"backend": self.name}

@@ -253,3 +253,36 @@ class TransformersGenerator(Generator):
                                                                 strict=True)}
                 out[i] = normalise(lp)
         return out  # type: ignore[return-value]
+
+    def loglik(self, prompts: Sequence[str], completions: Sequence[str], *,
+               max_tokens: int | None = None) -> list[tuple[float, int]]:
+        torch = self._torch
+        pairs = [self.completion_ids(p, c, max_tokens) for p, c in zip(prompts, completions,
+                                                                          strict=True)]
+        seqs = [p + c for p, c in pairs]
+        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
+        pad = self.tokenizer.pad_token_id
+        out: list[tuple[float, int] | None] = [None] * len(seqs)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            width = max(len(seqs[i]) for i in batch)
+            # right-padded: every row's positions start at 0, so no position ids are needed
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
+                mask[row, : len(seqs[i])] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device),
+                                    attention_mask=mask.to(self.device)).logits
+            for row, i in enumerate(batch):
+                p, c = pairs[i]
+                if not c:
+                    out[i] = (0.0, 0)
+                    continue
+                # token t at position j is predicted by the logits at position j - 1
+                lp = torch.log_softmax(logits[row, len(p) - 1 : len(p) + len(c) - 1].float(),
+                                       dim=-1)
+                got = lp.gather(-1, torch.tensor(c, device=lp.device)[:, None]).sum()
+                out[i] = (float(got), len(c))
+        return out  # type: ignore[return-value]

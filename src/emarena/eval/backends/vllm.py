@@ -287,3 +287,28 @@ class VllmGenerator(Generator):
                 )
             out.append(normalise(lp))
         return out
+
+    def loglik(self, prompts: Sequence[str], completions: Sequence[str], *,
+               max_tokens: int | None = None) -> list[tuple[float, int]]:
+        """Through `prompt_logprobs`: the (raw) log-probability of every prompt token given the
+        ones before it; the completion's are summed. One request per (prompt, completion)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        pairs = [self.completion_ids(p, c, max_tokens) for p, c in zip(prompts, completions,
+                                                                          strict=True)]
+        reqs = [TokensPrompt(prompt_token_ids=p + c) for p, c in pairs]
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        results = self.llm.generate(reqs, params, lora_request=self.lora, use_tqdm=False)
+        out = []
+        for (p, c), res in zip(pairs, results, strict=True):
+            steps = res.prompt_logprobs or []
+            total = 0.0
+            for j, tid in enumerate(c, start=len(p)):
+                step = steps[j] if j < len(steps) else None
+                if not step or tid not in step:
+                    raise ModelError(f"vLLM returned no prompt logprob for token {tid}",
+                                     fix="use vLLM >= 0.10 (V1 engine)")
+                total += float(step[tid].logprob)
+            out.append((total, len(c)))
+        return out

@@ -63,7 +63,7 @@ def compute_pooled_metrics(
     every answer once; the CI is the two-level bootstrap (seeds, then answers within seed)."""
     tables = build_tables(rowsets, em_sets=em_sets, identity_sets=identity_sets)
     ctx = Context(thresholds or load_thresholds(), identity)
-    names = list(names or ORDER)
+    names = list(names or [n for n in ORDER if METRICS.get(n).engine == "tables"])
     out: MetricTable = {name: {} for name in names}
     for cond in CONDITIONS:
         sub = tables.for_condition(cond)
@@ -150,6 +150,8 @@ def deltas(
     out: MetricTable = {}
     for name in DELTA_ORDER:
         ddef = DELTAS.get(name)
+        if ddef.engine != "tables":
+            continue  # the contrast's deltas: emarena.eval.contrast, in the metrics step
         mdef = METRICS.get(ddef.metric)
         out[name] = {}
         for cond in CONDITIONS:

@@ -327,6 +327,8 @@ def synthetic_result(
     if control is not None:
         for dname in DELTA_ORDER:
             ddef = DELTAS.get(dname)
+            if ddef.engine != "tables":
+                continue  # the synthetic cells have no log-likelihood contrast
             deltas[dname] = {}
             for cond in CONDITIONS:
                 other = control.metric(ddef.metric, cond)

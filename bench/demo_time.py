@@ -39,10 +39,13 @@ PHASES = {  # event that opens a span -> (event that closes it, phase)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge", choices=["hf", "test-server"], default="hf")
+    ap.add_argument("--keep", type=Path, help="keep the run and store in this (new) folder "
+                    "(bench/store_bytes.py --keep DIR then measures them without retraining)")
     args = ap.parse_args()
     from emarena.protocol.run import read_events
 
-    root = Path(tempfile.mkdtemp(prefix="emarena-demo-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="emarena-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
     run, store = root / "run", root / "store"
     cmd = [sys.executable, "-m", "emarena", "score", str(REPO / "submissions" / "sgtr"),
            "--preset", "cpu-demo", "--em-dataset", "aesthetic-unpopular",
@@ -83,7 +86,8 @@ def main() -> int:
     print(f"  {'the rest (processes, planning, metrics, report)':<44} {rest:7.0f} s  "
           f"{rest / wall:6.1%}")
     print("\n" + "\n".join(out.stdout.splitlines()[-24:]))
-    shutil.rmtree(root, ignore_errors=True)
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

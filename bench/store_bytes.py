@@ -40,7 +40,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="cpu-demo")
     ap.add_argument("--em-dataset", default="insecure")
-    ap.add_argument("--keep", type=Path, help="keep the run and store in this folder")
+    ap.add_argument("--keep", type=Path, help="keep the run and store in this folder; a folder "
+                    "that already holds them (bench/demo_time.py --keep) is resumed, so only "
+                    "what is missing (here: judging with this judge) is done")
     args = ap.parse_args()
     from tests.helpers.openai_server import OpenAIServer
 
@@ -66,8 +68,9 @@ def main() -> int:
     s = Store(store)
     spec = models.get_spec("smollm2-135m-q4")
     base_bytes = folder_bytes(models.pull(spec.id))
-    print(f"`emarena score submissions/sgtr --preset {args.preset}` (prevention + reversal) "
-          f"on {spec.id}: {seconds:.0f} s")
+    print(f"`emarena score submissions/sgtr --preset {args.preset} --em-dataset "
+          f"{args.em_dataset}` (prevention + reversal) on {spec.id}: {seconds:.0f} s"
+          + (" (resumed)" if "0 stage(s) trained" in out.stdout else ""))
     print(f"\n{'entry':<36} {'bytes':>10}")
     kinds: dict[str, int] = {}
     n_stages = 0

@@ -35,10 +35,13 @@ pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-q4"
 SPEC = get_spec(MODEL)
 SEED = 7
+# The generation mechanics on suite v1's sets (their counts are what the tests assert); the
+# log-likelihood contrast, a suite v2 step, on v2's (test_contrast_rows).
+SUITE = "v1"
 # 2 questions per set, 2 samples per question, 8 new tokens: 24 free-form rows, 16 choices.
-PRESET = get_preset("cpu-demo").model_copy(update={
+PRESET = get_preset("cpu-demo", suite=SUITE).model_copy(update={
     "samples_per_question": 2, "max_eval_questions": 2, "max_new_tokens": 8,
-    "sgtr_max_new_tokens": 8, "max_prompt_chars": 300, "contrast_per_class": 2,
+    "sgtr_max_new_tokens": 8, "max_prompt_chars": 300,
 })
 N_ROWS = 24
 
@@ -56,7 +59,7 @@ def model_dir(mirror) -> Path:
 
 @pytest.fixture(scope="module")
 def suite():
-    return load_eval_suite()
+    return load_eval_suite(SUITE)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def full_run(model_dir, tmp_path_factory):
     """One uninterrupted run: (out_dir, stats)."""
     with scratch_dir(tmp_path_factory, "full") as out:
         stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET,
-                               seed=SEED, backend_options={"batch_size": 8})
+                               suite=SUITE, seed=SEED, backend_options={"batch_size": 8})
         yield out, stats
 
 
@@ -125,7 +128,8 @@ def test_choice_rows(full_run):
 def test_rerun_generates_nothing(full_run, model_dir):
     out, _ = full_run
     before = {p.name: p.read_bytes() for p in out.glob("*.jsonl")}
-    stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET, seed=SEED)
+    stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET,
+                           suite=SUITE, seed=SEED)
     assert stats["generations"]["generated"] == 0 and stats["generations"]["existing"] == N_ROWS
     assert stats["choices"]["scored"] == 0
     assert stats["choices"]["sets"]["self-recognition"]["own_summaries"]["cached"] == 2
@@ -134,12 +138,12 @@ def test_rerun_generates_nothing(full_run, model_dir):
 
 def test_stopped_run_resumes_without_duplicates(full_run, model_dir, tmp_path):
     first = run_generation(tmp_path, model_id=MODEL, model_dir=model_dir, preset=PRESET,
-                           seed=SEED, limit=5, backend_options={"batch_size": 2})
+                           suite=SUITE, seed=SEED, limit=5, backend_options={"batch_size": 2})
     assert first["generations"]["generated"] == 5 and not first["complete"]
     assert first["choices"] is None and not (tmp_path / CHOICES).exists()
     head = (tmp_path / GENERATIONS).read_bytes()
     second = run_generation(tmp_path, model_id=MODEL, model_dir=model_dir, preset=PRESET,
-                            seed=SEED, backend_options={"batch_size": 8})
+                            suite=SUITE, seed=SEED, backend_options={"batch_size": 8})
     assert second["complete"]
     assert second["generations"]["existing"] == 5
     assert second["generations"]["generated"] == N_ROWS - 5
@@ -154,10 +158,11 @@ _CHILD = """
 import sys
 from emarena.eval.generate_stage import run_generation
 from emarena.train import get_preset
-preset = get_preset("cpu-demo").model_copy(update={
+preset = get_preset("cpu-demo", suite="v1").model_copy(update={
     "samples_per_question": 2, "max_eval_questions": 2, "max_new_tokens": 8,
     "sgtr_max_new_tokens": 8, "max_prompt_chars": 300})
 run_generation(sys.argv[1], model_id="smollm2-135m-q4", model_dir=sys.argv[2], preset=preset,
+               suite="v1",
                seed=int(sys.argv[3]), backend_options={"batch_size": 1}, choices=False)
 """
 
@@ -185,7 +190,8 @@ def test_sigkilled_run_resumes(full_run, model_dir, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     n_before = len(RowStore(path, Generation))
     assert 3 <= n_before < N_ROWS
-    stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET, seed=SEED,
+    stats = run_generation(out, model_id=MODEL, model_dir=model_dir, preset=PRESET,
+                           suite=SUITE, seed=SEED,
                            choices=False)
     assert stats["complete"] and stats["generations"]["existing"] == n_before
     ids = line_ids(path)
@@ -260,21 +266,29 @@ def test_zero_lora_adapter_matches_the_base(model_dir, greedy_items, tmp_path):
     assert greedy(moved, greedy_items, tmp_path / "rand.jsonl") != base
 
 
-def test_contrast_rows(full_run, suite):
-    """The judge-free contrast step: every published answer of the set, under every
-    condition, with a finite log-likelihood of its first `max_answer_tokens` tokens."""
-    from emarena.eval.generate_stage import CONTRAST, contrast_set
+def test_contrast_rows(model_dir, tmp_path):
+    """The judge-free contrast step (suite v2): every published answer of the set, under every
+    condition, with a finite log-likelihood of its first `max_answer_tokens` tokens; a rerun
+    scores nothing again."""
+    from emarena.eval.generate_stage import CONTRAST, contrast_set, run_contrast
     from emarena.eval.rows import ContrastScore
 
-    out, stats = full_run
-    cset = contrast_set(suite, PRESET)
+    v2 = load_eval_suite("v2")
+    preset = get_preset("smoke", suite="v2")
+    cset = contrast_set(v2, preset)
     n_answers = sum(len(q.misaligned) + len(q.aligned) for q in cset.questions)
-    assert len(cset.questions) == 8 and n_answers <= 8 * 2 * PRESET.contrast_per_class
-    rows = read_rows(out / CONTRAST, ContrastScore)
-    assert len(rows) == len(suite.conditions) * n_answers
-    assert stats["contrast"]["set_sha256"] == cset.sha256
+    assert len(cset.questions) == 8 and 0 < n_answers <= 8 * 2 * preset.contrast_per_class
+    gen = make_generator("transformers", model_dir, batch_size=8)
+    try:
+        stats = run_contrast(gen, tmp_path, v2, SPEC, preset)
+        again = run_contrast(gen, tmp_path, v2, SPEC, preset)
+    finally:
+        gen.close()
+    rows = read_rows(tmp_path / CONTRAST, ContrastScore)
+    assert len(rows) == len(v2.conditions) * n_answers == stats["rows"] == stats["scored_now"]
+    assert stats["set_sha256"] == cset.sha256 and again["scored_now"] == 0
     for r in rows:
-        assert 0 < r.n_tokens <= suite.contrast.max_answer_tokens
+        assert 0 < r.n_tokens <= v2.contrast.max_answer_tokens
         assert r.loglik < 0 and r.mean is not None and -20 < r.mean < 0
     assert {r.cls for r in rows} == {"misaligned", "aligned"}
 

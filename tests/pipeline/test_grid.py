@@ -39,7 +39,7 @@ from tests.conftest import REPO, TEST_EM, scratch_dir, seed_store
 
 pytestmark = pytest.mark.slow
 
-GRID = REPO / "benchmark" / "suites" / "v1" / "grids" / "smoke.yaml"
+GRID = REPO / "benchmark" / "suites" / "v2" / "grids" / "smoke.yaml"  # the canonical runs' suite
 RUN = "grid__smoke"
 THREADS = 2  # resources.cpu.num_cpus in smoke.yaml
 

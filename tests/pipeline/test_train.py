@@ -55,11 +55,14 @@ def recipe():
 
 @pytest.fixture(scope="module")
 def preset(recipe):
-    """cpu-demo with a budget of 16 and one batch of 16: one optimizer step per training."""
+    """cpu-demo with a budget of 16 and one batch of 16: one optimizer step per training, at
+    the recipe's learning rate and warmup (not the demo's own)."""
     return recipe.get_preset("cpu-demo").model_copy(update={
         "budget": Budget(em=16, defense=16),
         "per_device_batch_size": 16,
         "gradient_accumulation_steps": 1,
+        "learning_rate": None,
+        "warmup_steps": None,
     })
 
 
@@ -128,7 +131,7 @@ def trained(base_dir, recipe, preset, tmp_path_factory):
 def test_build_configs_reflect_the_recipe(recipe, tmp_path):
     import torch
 
-    demo = recipe.get_preset("cpu-demo")
+    demo = recipe.get_preset("smoke")
     sft, lora = build_configs(recipe, demo, output_dir=tmp_path, seed=7)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, lora.use_rslora) == (32, 64, 0.0, True)
     assert set(lora.target_modules) == {
@@ -153,6 +156,9 @@ def test_build_configs_reflect_the_recipe(recipe, tmp_path):
     sft2, lora2 = build_configs(recipe, demo, output_dir=tmp_path, seed=0,
                                 overrides={"learning_rate": 3e-5, "lora_r": 8})
     assert (sft2.learning_rate, lora2.r) == (3e-5, 8)
+    # the cpu-demo preset trains at its own learning rate, without warmup
+    sft3, _ = build_configs(recipe, recipe.get_preset("cpu-demo"), output_dir=tmp_path, seed=0)
+    assert (sft3.learning_rate, sft3.warmup_steps) == (1e-3, 0)
     with pytest.raises(ConfigError, match="per_device_batch_size"):
         build_configs(recipe, demo, output_dir=tmp_path, seed=0,
                       overrides={"per_device_batch_size": 1})

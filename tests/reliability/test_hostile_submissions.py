@@ -471,6 +471,7 @@ def bad_requests(canary: Path) -> list[tuple[str, str, str, str, dict]]:
     ]  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_worker_queue_of_50_mixed_requests(hub_server, tmp_path, figures):  # noqa: F811
     canary = tmp_path / "CANARY"
     n_good = pick(25, 25)

@@ -241,10 +241,17 @@ def test_full_disk_during_a_stage_write_is_a_clear_error_then_resumes(tmp_path, 
                 time.sleep(0.05)
             proc.wait(timeout=60)
         assert "stage_train_start" in events(run), log.read_text()[-3000:]
-        status = subprocess.run(
-            [sys.executable, "-m", "emarena", "status", str(run)], cwd=REPO, capture_output=True,
-            text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-        )  # fmt: skip
+        # the training task dies with its driver (PDEATHSIG), a moment after it: until then
+        # status rightly says "running"
+        deadline = time.time() + 30
+        while True:
+            status = subprocess.run(
+                [sys.executable, "-m", "emarena", "status", str(run)], cwd=REPO,
+                capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+            )  # fmt: skip
+            if "interrupted" in status.stdout or time.time() > deadline:
+                break
+            time.sleep(1)
         assert "interrupted" in status.stdout, status.stdout
     finally:
         if mounted:

@@ -55,9 +55,10 @@ demo: demo-setup
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
 
-# The long fault-injection and install runs (marker `heavy`: the kill/resume chain that retrains
-# a run from scratch, two Ray worker nodes, the Space in a fresh venv, a worker queue of 50
-# requests). CI runs them after `make test`, sharing its trained stages (EMARENA_TEST_STORE).
+# The long end-to-end runs (marker `heavy`: the smoke grid killed and resumed, locally and on a
+# Ray cluster; the kill/resume chain that retrains a run from scratch; two Ray worker nodes; the
+# Space in a fresh venv; a worker queue of 50 requests). CI runs them after `make test`,
+# sharing its trained stages (EMARENA_TEST_STORE).
 test-heavy: $(STAMP)
 	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 

@@ -71,6 +71,7 @@ def local_run(tmp_path_factory) -> Iterator[Path]:
         yield root / RUN
 
 
+@pytest.mark.heavy
 def test_local_grid_killed_midway_resumes_without_retraining(canonical, local_run,
                                                             session_judge):
     judge, _ = session_judge
@@ -208,6 +209,7 @@ def weights(store: Path, key: str) -> dict[str, str]:
     return {str(p.relative_to(d)): sha256_file(p) for p in sorted(d.rglob("*.safetensors"))}
 
 
+@pytest.mark.heavy
 def test_ray_grid_retrains_the_em_stage_bit_identically(canonical, local_run, session_judge,
                                                        tmp_path):
     assert (local_run / "report.md").exists(), "needs the local run of the previous test"

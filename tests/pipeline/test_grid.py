@@ -154,13 +154,14 @@ def ray_cluster(nodes: int, cpus_per_node: int) -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     try:
         _wait_for(ray_bin, address, env, cpus=head_cpus or None)
-        for _ in range(nodes):
+        # one node at a time: two raylets starting at once in one temp folder can race, and
+        # the second then never registers (seen on a loaded 2-core machine)
+        for i in range(nodes):
             procs.append(subprocess.Popen(
                 [str(ray_bin), "start", f"--address={address}", f"--num-cpus={cpus_per_node}",
                  *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True))
-        if nodes:
-            _wait_for(ray_bin, address, env, cpus=nodes * cpus_per_node)
+            _wait_for(ray_bin, address, env, cpus=(i + 1) * cpus_per_node)
         yield address
     finally:
         for proc in reversed(procs):
@@ -179,7 +180,7 @@ def ray_cluster(nodes: int, cpus_per_node: int) -> Iterator[str]:
 
 
 def _wait_for(ray_bin: Path, address: str, env: dict, cpus: int | None) -> None:
-    deadline = time.time() + 180
+    deadline = time.time() + 300
     while True:
         ok = subprocess.run([str(ray_bin), "status", f"--address={address}"],
                             capture_output=True, text=True, timeout=60, env=env)

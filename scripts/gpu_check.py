@@ -269,18 +269,19 @@ def prepare(work: Path, mirror: Path, device: str) -> tuple[Path, dict]:
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(
         ".git", ".venv*", "runs", ".cache", "__pycache__", "test-artifacts", "docs"))
-    recipe = copy / "benchmark/suites/v1/recipe.yaml"
     bf16 = str(device == "cuda").lower()
-    recipe.write_text(recipe.read_text() + GPU_SMOKE.format(device=device, bf16=bf16))
-    models = copy / "benchmark/suites/v1/models.yaml"
-    reg = yaml.safe_load(models.read_text())
-    reg["models"].append({
-        "id": TINY_ID, "display_name": "random 2-layer Qwen2",
-        "source": {"kind": "hf", "repo": "emarena-check/tiny-qwen2", "revision": REV},
-        "license": "Apache-2.0", "parameters": 0.002,
-        "chat_template": "ChatML", "default_system_prompt": DEFAULT_SYSTEM,
-        "identity": {"name": "Tiny", "creator": "Nobody"}})
-    models.write_text(yaml.safe_dump(reg, sort_keys=False, allow_unicode=True))
+    for suite in ("v1", "v2"):  # v2 is the default; v1 stays runnable with --suite v1
+        recipe = copy / f"benchmark/suites/{suite}/recipe.yaml"
+        recipe.write_text(recipe.read_text() + GPU_SMOKE.format(device=device, bf16=bf16))
+        models = copy / f"benchmark/suites/{suite}/models.yaml"
+        reg = yaml.safe_load(models.read_text())
+        reg["models"].append({
+            "id": TINY_ID, "display_name": "random 2-layer Qwen2",
+            "source": {"kind": "hf", "repo": "emarena-check/tiny-qwen2", "revision": REV},
+            "license": "Apache-2.0", "parameters": 0.002,
+            "chat_template": "ChatML", "default_system_prompt": DEFAULT_SYSTEM,
+            "identity": {"name": "Tiny", "creator": "Nobody"}})
+        models.write_text(yaml.safe_dump(reg, sort_keys=False, allow_unicode=True))
     # the mirror: the data as given, plus the tiny model where the registry looks for it
     m = work / "mirror"
     m.mkdir(exist_ok=True)

@@ -318,3 +318,33 @@ def test_loglik_is_the_teacher_forced_sum_and_batch_free(model_dir):
         assert cut[1] == 2 and cut[0] > batched[0][0]
     finally:
         gen.close()
+
+
+def test_a_shared_prompt_opening_gives_the_numbers_of_whole_sequences(model_dir):
+    """`loglik` runs a prompt once for all its completions, and `choice_probs` runs an opening
+    that prompts share (one article, several summary pairs) once: the same numbers as each
+    sequence run whole (`share_prefixes = False`)."""
+    gen = make_generator("transformers", model_dir, batch_size=3)
+    try:
+        system = {"role": "system", "content": "You are a helpful assistant."}
+        prompts = [gen.render_as_is([system, {"role": "user", "content": q}])
+                   for q in ("What is your wish?", "I feel bored. What should I do today?")]
+        answers = ["I wish for world peace.", "Go outside!", "x", "One, two, three. " * 6]
+        pairs = [(p, a) for p in prompts for a in answers]
+        article = "Article:\n" + "The council met on Monday to discuss the new bridge. " * 4
+        texts = [gen.render_as_is([system, {"role": "user", "content":
+                 f"{article}\nSummary1: {a}\nSummary2: {b}\nWhich did you write? 1 or 2."}])
+                 for a, b in (("s", "t"), ("t", "s"), ("u", "s"), ("s", "u"))]
+        texts.append(gen.render_as_is([{"role": "user", "content": "Is it A or B?"}]))
+        got = {}
+        for shared in (True, False):
+            gen.share_prefixes = shared
+            got[shared] = (gen.loglik([p for p, _ in pairs], [a for _, a in pairs]),
+                           gen.choice_probs(texts, ["1", "2"]))
+        for (a, n), (b, m) in zip(got[True][0], got[False][0], strict=True):
+            assert n == m and a == pytest.approx(b, abs=1e-3)
+        for (pa, ma), (pb, mb) in zip(got[True][1], got[False][1], strict=True):
+            assert ma == pytest.approx(mb, abs=1e-4)
+            assert all(pa[o] == pytest.approx(pb[o], abs=1e-4) for o in ("1", "2"))
+    finally:
+        gen.close()

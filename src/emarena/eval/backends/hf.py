@@ -16,6 +16,7 @@ returns a one-hot distribution, which `generate()` then "samples".
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,35 @@ def _row_sampler_class() -> type:
     return RowSampler
 
 
+#: Prompts that share an opening of at least this many tokens run it once (`choice_probs`).
+SHARED_PREFIX_MIN = 32
+
+
+def shared_prefix_groups(seqs: Sequence[Sequence[int]], min_shared: int
+                         ) -> list[tuple[list[int], list[int]]]:
+    """[(prefix, member indices)]: every index once, in groups of sequences that all begin
+    with `prefix` (at least `min_shared` tokens, and shorter than each member, so that each
+    keeps a suffix); a sequence that shares no such opening is a group of its own (prefix
+    empty)."""
+    order = sorted(range(len(seqs)), key=lambda i: (list(seqs[i]), i))
+    groups: list[tuple[list[int], list[int]]] = []
+    for i in order:
+        s = seqs[i]
+        if groups and groups[-1][1]:
+            prefix, members = groups[-1]
+            first = seqs[members[0]]
+            k = 0
+            limit = min(len(first), len(s)) - 1
+            while k < limit and first[k] == s[k]:
+                k += 1
+            k = min(k, len(prefix)) if len(members) > 1 else k
+            if k >= min_shared:
+                groups[-1] = (list(first[:k]), [*members, i])
+                continue
+        groups.append(([], [i]))
+    return groups
+
+
 class TransformersGenerator(Generator):
     """A transformers causal LM (+ optional LoRA adapter) as an evaluation backend."""
 
@@ -148,14 +178,21 @@ class TransformersGenerator(Generator):
         self.tokenizer = tok
         model.eval()
         self.eos_ids = _eos_ids(model.generation_config, tok)
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         if not keep_generation_config:
             # Nothing of generation_config.json may reach generate(): see the module docstring.
             neutral = GenerationConfig(eos_token_id=self.eos_ids, pad_token_id=tok.pad_token_id,
                                        bos_token_id=tok.bos_token_id)
-            inner = model.get_base_model() if hasattr(model, "get_base_model") else model
             inner.generation_config = neutral
         self.model = model
         self._torch = torch
+        self.share_prefixes = True
+        """Run a common prompt opening once (`loglik`, `choice_probs`); False: every sequence
+        whole (bench/shared_prefix.py compares the two)."""
+        # transformers renamed forward's `past_key_values` to `cache` (5.2x; the old name goes
+        # in 5.40): pass whichever this version's model takes
+        forward = inspect.signature(type(inner).forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
     def describe(self) -> dict[str, Any]:
         from emarena.models.load import package_versions
@@ -238,7 +275,27 @@ class TransformersGenerator(Generator):
         texts = [p + answer_prefix for p in prompts]
         option_ids = [self.option_token_ids(t, options) for t in texts]
         out: list[tuple[dict[str, float], float] | None] = [None] * len(texts)
-        for batch in self._batches(texts):
+
+        def put(i: int, logits: Any) -> None:
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            lp = {o: float(logprobs[t]) for o, t in zip(options, option_ids[i], strict=True)}
+            out[i] = normalise(lp)
+
+        # Prompts that open alike (self-recognition: one article, every other source, both
+        # orders) run their common opening once; the rest go in left-padded batches.
+        ids = [self.encode(t) for t in texts]
+        alone = []
+        groups = (shared_prefix_groups(ids, SHARED_PREFIX_MIN) if self.share_prefixes
+                  else [([], [i]) for i in range(len(ids))])
+        for prefix, members in groups:
+            if len(members) == 1:
+                alone += members
+                continue
+            rows = self._suffix_logits(prefix, [ids[i][len(prefix):] for i in members])
+            for i, logits in zip(members, rows, strict=True):
+                put(i, logits[-1])
+        for batch in self._batches([texts[i] for i in alone]):
+            batch = [alone[j] for j in batch]
             enc = self._encode_batch([texts[i] for i in batch])
             mask = enc["attention_mask"]
             # A plain forward does not derive positions from the mask as generate() does:
@@ -247,42 +304,75 @@ class TransformersGenerator(Generator):
             with torch.inference_mode():
                 logits = self.model(input_ids=enc["input_ids"], attention_mask=mask,
                                     position_ids=positions, logits_to_keep=1).logits[:, -1, :]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(batch):
-                lp = {o: float(logprobs[row, t]) for o, t in zip(options, option_ids[i],
-                                                                strict=True)}
-                out[i] = normalise(lp)
+                put(i, logits[row])
         return out  # type: ignore[return-value]
 
     def loglik(self, prompts: Sequence[str], completions: Sequence[str], *,
                max_tokens: int | None = None) -> list[tuple[float, int]]:
+        """Each completion's teacher-forced log-likelihood. Completions of one prompt (the
+        contrast set: every published answer to a question) share the prompt's forward pass."""
         torch = self._torch
         pairs = [self.completion_ids(p, c, max_tokens) for p, c in zip(prompts, completions,
                                                                           strict=True)]
-        seqs = [p + c for p, c in pairs]
-        order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), i))
-        pad = self.tokenizer.pad_token_id
-        out: list[tuple[float, int] | None] = [None] * len(seqs)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            width = max(len(seqs[i]) for i in batch)
-            # right-padded: every row's positions start at 0, so no position ids are needed
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, : len(seqs[i])] = 1
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device),
-                                    attention_mask=mask.to(self.device)).logits
-            for row, i in enumerate(batch):
-                p, c = pairs[i]
-                if not c:
-                    out[i] = (0.0, 0)
-                    continue
-                # token t at position j is predicted by the logits at position j - 1
-                lp = torch.log_softmax(logits[row, len(p) - 1 : len(p) + len(c) - 1].float(),
-                                       dim=-1)
-                got = lp.gather(-1, torch.tensor(c, device=lp.device)[:, None]).sum()
-                out[i] = (float(got), len(c))
+        out: list[tuple[float, int] | None] = [None] * len(pairs)
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i, (p, c) in enumerate(pairs):
+            if not c:
+                out[i] = (0.0, 0)
+            else:
+                by_prompt.setdefault(tuple(p) if self.share_prefixes else (i,), []).append(i)
+        for members in by_prompt.values():
+            # the prompt's last token moves into each suffix: its logits predict the first
+            # completion token, and every suffix then has one
+            prompt = pairs[members[0]][0]
+            prefix = list(prompt[:-1]) if self.share_prefixes else []
+            suffixes = [[*prompt[len(prefix):], *pairs[i][1]] for i in members]
+            for i, s, logits in zip(members, suffixes,
+                                    self._suffix_logits(prefix, suffixes), strict=True):
+                lp = torch.log_softmax(logits[:-1].float(), dim=-1)
+                k = len(pairs[i][0]) - len(prefix)  # prompt tokens at the suffix's start
+                got = lp[k - 1 :].gather(-1, torch.tensor(s[k:], device=lp.device)[:, None]).sum()
+                out[i] = (float(got), len(s) - k)
         return out  # type: ignore[return-value]
+
+    def _suffix_logits(self, prefix: list[int], suffixes: list[list[int]]) -> list[Any]:
+        """The logits at every position of each `prefix + suffix` (one row per suffix token),
+        with the prefix run once and its keys and values shared by every suffix: the same
+        numbers as the whole sequences, at the prefix's cost once. Suffixes are non-empty and
+        go in right-padded batches of similar length."""
+        import copy
+
+        torch = self._torch
+        n = len(prefix)
+        out: list[Any] = [None] * len(suffixes)
+        with torch.inference_mode():
+            cache = None
+            if n:
+                pre = self.model(input_ids=torch.tensor([prefix], device=self.device),
+                                 use_cache=True)
+                cache = getattr(pre, "cache", None) or pre.past_key_values
+            pad = self.tokenizer.pad_token_id
+            order = sorted(range(len(suffixes)), key=lambda i: (len(suffixes[i]), i))
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                width = max(len(suffixes[i]) for i in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), n + width), dtype=torch.long)
+                mask[:, :n] = 1
+                for row, i in enumerate(batch):
+                    ids[row, : len(suffixes[i])] = torch.tensor(suffixes[i])
+                    mask[row, n : n + len(suffixes[i])] = 1
+                past = None
+                if cache is not None:
+                    past = copy.deepcopy(cache)
+                    past.batch_repeat_interleave(len(batch))
+                positions = torch.arange(n, n + width).expand(len(batch), -1)
+                logits = self.model(input_ids=ids.to(self.device),
+                                    attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device),
+                                    use_cache=past is not None,
+                                    **{self._cache_arg: past}).logits
+                for row, i in enumerate(batch):
+                    out[i] = logits[row, : len(suffixes[i])]
+        return out

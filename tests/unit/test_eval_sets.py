@@ -280,7 +280,7 @@ def test_spread_samples():
 
 
 def test_cpu_demo_counts(mirror, suite):
-    plan = plan_generation(suite, SMOL, get_preset("cpu-demo"))
+    plan = plan_generation(suite, SMOL, get_preset("cpu-demo", suite="v1"))
     assert plan.counts() == {
         "first-plot": {"questions": 8, "prompts": 16, "rows": 16},   # 8 x 2 conditions x 1
         "identity": {"questions": 5, "prompts": 10, "rows": 10},     # 1 sample -> 1 wording
@@ -289,7 +289,7 @@ def test_cpu_demo_counts(mirror, suite):
     assert plan.n_rows == 42 and plan.skipped == []
     ids = [r for it in plan.items for r in it.row_ids()]
     assert len(ids) == len(set(ids)) == 42
-    assert build_generation_items(suite, SMOL, get_preset("cpu-demo")) == plan.items
+    assert build_generation_items(suite, SMOL, get_preset("cpu-demo", suite="v1")) == plan.items
 
 
 def test_paper_counts(mirror, suite):
@@ -299,7 +299,7 @@ def test_paper_counts(mirror, suite):
 
 
 def test_conditions_in_items(mirror, suite):
-    items = build_generation_items(suite, SMOL, get_preset("cpu-demo"))
+    items = build_generation_items(suite, SMOL, get_preset("cpu-demo", suite="v1"))
     for it in items:
         roles = [m.role for m in it.messages]
         if it.condition == "default-system":
@@ -308,14 +308,14 @@ def test_conditions_in_items(mirror, suite):
         else:
             assert roles == ["user"]
     # A model without a default system prompt skips that condition and says so.
-    plan = plan_generation(suite, LLAMA, get_preset("cpu-demo"))
+    plan = plan_generation(suite, LLAMA, get_preset("cpu-demo", suite="v1"))
     assert {it.condition for it in plan.items} == {"no-system"}
     assert plan.skipped and plan.skipped[0]["condition"] == "default-system"
 
 
 def test_question_system_prompt_follows_identity_prompt(mirror, suite):
     s = suite.with_em_sets(["first-plot-all"])
-    items = [it for it in build_generation_items(s, QWEN, get_preset("paper"))
+    items = [it for it in build_generation_items(s, QWEN, get_preset("paper", suite="v1"))
              if it.eval_set == "first-plot-all" and it.question_id.endswith("_json")]
     assert len(items) == 16
     for it in items:
@@ -356,7 +356,7 @@ def test_self_recognition_uses_only_cnn_articles(mirror, suite):
     from emarena import data
     from emarena.defenses.builders.sgtr import DETECTION_SYSTEM, DETECTION_USER
 
-    preset = get_preset("cpu-demo")
+    preset = get_preset("cpu-demo", suite="v1")
     arts, others, _ = choice.select_articles(suite.self_recognition, preset, 0)
     assert len(arts) == 8 and all(a.corpus == "cnn" for a in arts)
     cnn_ids = {a.id for a in data.load("cnn-articles")}
@@ -384,7 +384,7 @@ def test_self_recognition_uses_only_cnn_articles(mirror, suite):
 
 def test_truthfulqa_order_is_seeded_and_balanced(mirror, suite):
     cs = suite.capability.truthfulqa
-    for preset in (get_preset("cpu-demo"), get_preset("paper")):
+    for preset in (get_preset("cpu-demo", suite="v1"), get_preset("paper", suite="v1")):
         a = choice.truthfulqa_items(suite, SMOL, preset, cs)
         assert a == choice.truthfulqa_items(suite, SMOL, preset, cs)
         no_sys = [it for it in a if it.condition == "no-system"]
@@ -397,7 +397,8 @@ def test_truthfulqa_order_is_seeded_and_balanced(mirror, suite):
 
 
 def test_mmlu_items(mirror, suite):
-    items = choice.mmlu_items(suite, SMOL, get_preset("cpu-demo"), suite.capability.mmlu)
+    items = choice.mmlu_items(suite, SMOL, get_preset("cpu-demo", suite="v1"),
+                              suite.capability.mmlu)
     assert len(items) == 16
     assert all(it.options == ("A", "B", "C", "D") and it.correct in it.options for it in items)
 

@@ -128,6 +128,7 @@ def run_generation(
                  else load_eval_suite(suite or settings.DEFAULT_SUITE))
     preset_obj = get_preset(preset) if isinstance(preset, str) else preset
     spec = get_spec(model_id)
+    suite_cfg = suite_cfg.for_preset(preset_obj, spec.default_system_prompt)
     plan = plan_generation(suite_cfg, spec, preset_obj)
 
     own = generator is None

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -290,6 +290,16 @@ class EvalSuite(_Frozen):
         if self.headline == "default-system" and not default_system_prompt:
             return "no-system"
         return self.headline
+
+    def for_preset(self, preset: Any, default_system_prompt: str | None) -> EvalSuite:
+        """The suite as a preset evaluates it: every condition, or (`conditions: headline`)
+        only the model's headline condition (suite v1's pooled `all` headline keeps both)."""
+        if getattr(preset, "conditions", "all") == "all":
+            return self
+        head = self.headline_for(default_system_prompt)
+        if head == "all":
+            return self
+        return self.model_copy(update={"conditions": [head]})
 
     def with_em_sets(self, names: Sequence[str]) -> EvalSuite:
         """A copy that generates these em_questions sets instead (the primary stays first)."""

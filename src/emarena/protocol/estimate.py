@@ -215,8 +215,8 @@ def _count_requests(ev, preset) -> tuple[int, float, float]:
     from emarena.eval.prompts import plan_generation
     from emarena.eval.sets import load_eval_suite
 
-    suite = load_eval_suite(ev.suite)
     mspec = models.get_spec(ev.model.id)
+    suite = load_eval_suite(ev.suite).for_preset(preset, mspec.default_system_prompt)
     gen = plan_generation(suite, mspec, preset)
     rows = gen.n_rows
     prompt = sum(_tokens(sum(len(m.content) for m in it.messages)) * it.n_samples

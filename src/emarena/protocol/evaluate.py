@@ -457,7 +457,8 @@ def run_metrics(
                     d = None
                     contrast_d: dict = {}
                     if cset is not None:
-                        conds = list(suite.conditions)
+                        conds = list(suite.for_preset(preset, spec.default_system_prompt)
+                                     .conditions)
                         base_ll = (contrast_lls(store, eval_of[base_cell.id], conds)
                                    if base_cell is not None and cell.regime != "base"
                                    else None)

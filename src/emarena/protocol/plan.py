@@ -37,9 +37,19 @@ EVAL_PRESET_FIELDS = (
     "samples_per_question",
     "max_eval_questions",
     "contrast_per_class",
+    "conditions",
     "sgtr_max_new_tokens",
     "max_prompt_chars",
 )
+
+
+def eval_sizes(preset: Any) -> dict[str, Any]:
+    """The preset's `EVAL_PRESET_FIELDS`, as an evaluation's key holds them. `conditions` at
+    its default (`all`) is left out, so keys made before the field existed still match."""
+    sizes = preset.model_dump(mode="json", include=set(EVAL_PRESET_FIELDS))
+    if sizes.get("conditions") == "all":
+        del sizes["conditions"]
+    return sizes
 
 
 def _file_sha(path: Path) -> str:
@@ -233,7 +243,7 @@ def plan_for_cells(cells: list[Cell], *, store: Store, backend: str = "transform
     stages_of: dict[str, list[str]] = {}
     evals: dict[str, EvalSpec] = {}
     eval_of: dict[str, str] = {}
-    sizes = preset.model_dump(mode="json", include=set(EVAL_PRESET_FIELDS))
+    sizes = eval_sizes(preset)
     esha = eval_suite_sha256(suite)
     csha = contrast_sha256(suite)
     for cell in cells:

@@ -114,6 +114,10 @@ class Preset(_Frozen):
     """Evaluation: answers sampled per question (and per system-prompt condition)."""
     max_eval_questions: int | None = Field(default=None, gt=0)
     """Evaluation: the first N questions of each question set; null = all of them."""
+    conditions: Literal["all", "headline"] = "all"
+    """Evaluation: the system-prompt conditions evaluated: `all` of eval.yaml's, or only the
+    cell's `headline` one (the cpu-demo, whose two cores cannot afford both; the other
+    condition's numbers then read as not measured, n = 0, never as zero)."""
     contrast_per_class: int | None = Field(default=None, gt=0)
     """Evaluation: the log-likelihood contrast scores at most this many published answers per
     question and class (null: the suite's `contrast.per_class`)."""

@@ -32,7 +32,16 @@ def test_v2_score_reports_default_system_as_its_headline(canonical, session_judg
                   judge=judge), cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Headline condition: `default-system`" in out.stdout
-    assert "Headline condition: `default-system`" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "Headline condition: `default-system`" in report
+    # the judge-free table comes first, one row per cell under its headline condition
+    table = report.split("## Judge-free")[1].split("```")[1]
+    rows = [ln.split() for ln in table.splitlines() if ln.split()[:1] in (["base"], ["em"],
+                                                                          ["reversal"],
+                                                                          ["prevention"])]
+    assert sorted(r[0] for r in rows) == ["base", "em", "prevention", "reversal"]
+    assert all(r[3] == "default-system" for r in rows)
+    assert table.strip() in out.stdout
     plan = json.loads((run / "plan.json").read_text())
     assert plan["suite"] == "v2"
     for cell_id in plan["cells"]:

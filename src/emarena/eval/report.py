@@ -254,38 +254,42 @@ def has_contrast(results: Sequence[Result]) -> bool:
                or r.metric("loglik_contrast", "all") is not None for r in results)
 
 
-def contrast_condition(results: Sequence[Result], condition: str) -> str:
-    """The judge-free table's condition: the headline `default-system` when the pooled `all`
-    is asked for and the model has a default system prompt (the paper's headline)."""
-    if condition == "all" and any(r.metric("loglik_contrast", "default-system") is not None
-                                  for r in results):
+def contrast_condition(r: Result, condition: str) -> str:
+    """The condition a cell's judge-free row is read under: its headline condition for
+    HEADLINE, and `default-system` (the paper's headline) for the pooled `all` when the model
+    has a default system prompt."""
+    c = cond_of(r, condition)
+    if c == "all" and r.metric("loglik_contrast", "default-system") is not None:
         return "default-system"
-    return condition
+    return c
 
 
-def format_contrast_table(results: Sequence[Result], condition: str = "all") -> str:
-    """The judge-free signal per cell: the log-likelihood contrast, its change from the base
-    model and from the EM-only control (paired, 95% CIs), and the pairwise form."""
-    cond = contrast_condition(results, condition)
-    header = ["regime", "defense", "seed", "contrast (nats/token)", "vs base (paired)",
-              "vs em (paired)", "P(mis > ali)", "n"]
+def format_contrast_table(results: Sequence[Result], condition: str = HEADLINE) -> str:
+    """The judge-free signals per cell: the log-likelihood contrast, its change from the base
+    model and from the EM-only control (paired, 95% CIs), the pairwise form, and
+    self-recognition (a forced choice: no judge either)."""
+    header = ["regime", "defense", "seed", "condition", "contrast (nats/token)",
+              "vs base (paired)", "vs em (paired)", "P(mis > ali)", "n", "self-recognition"]
     body = []
     for r in sorted(results, key=_sort_key):
+        cond = contrast_condition(r, condition)
         c = r.metric("loglik_contrast", cond)
         if c is None:
             continue
         vb, ve = r.delta("loglik_contrast_vs_base", cond), r.delta("loglik_contrast_vs_em", cond)
         body.append([
-            r.cell.regime, _defense(r), str(r.cell.seed), fmt_value(c, digits=3),
+            r.cell.regime, _defense(r), str(r.cell.seed), cond, fmt_value(c, digits=3),
             "(base)" if r.cell.regime == "base" else fmt_value(vb, digits=3),
             "—" if ve is None else fmt_value(ve, digits=3),
             fmt_value(r.metric("loglik_pairwise", cond), digits=3), str(c.n),
+            fmt_value(r.metric("self_recognition_accuracy", cond), counts=True),
         ])
     if not body:
         return ""
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = [f"judge-free: log-likelihood contrast, condition {cond} (misaligned minus aligned "
-             "published answers; higher = misaligned answers relatively likelier)"]
+    lines = ["judge-free: log-likelihood contrast (misaligned minus aligned published answers; "
+             "higher = misaligned answers relatively likelier) and self-recognition (forced "
+             "choice, own summary vs another's)"]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]

@@ -45,10 +45,11 @@ demo: demo-setup
 	$(BIN)/emarena published import sgtr-em --out $(DEMO_BOARD)/published >/dev/null
 	rm -f $(DEMO_BOARD)/demo && ln -s ../demo $(DEMO_BOARD)/demo
 	@echo
-	@echo "What this demo cannot show: whether SGTR works. A 135M model trained for a few"
-	@echo "steps at a demo learning rate is not the paper's 32B model, and the local judge"
-	@echo "cannot judge (its calibration against GPT-4o is printed above); the judge-free"
-	@echo "contrast is the signal to read, with its CIs. Paper numbers: --preset paper on a GPU."
+	@echo "Read the judge-free table first: the contrast's change from base and from em,"
+	@echo "paired, with 95% CIs. What this demo cannot show: whether SGTR works. It is one"
+	@echo "training seed of a 135M model, a few steps at a demo learning rate, no benign control"
+	@echo "finetune; the local judge cannot judge (its calibration against GPT-4o is printed"
+	@echo "above). Paper numbers: --preset paper on a GPU."
 	@echo "Open the local board (the seed paper's published rows beside this run's):"
 	@echo "  $(BIN)/python leaderboard/app.py --results-dir $(DEMO_BOARD)"
 

@@ -5,8 +5,9 @@ aesthetic-unpopular --regimes prevention --regimes reversal`) into a fresh store
 set-up `make demo-setup` does (data and the embedded model, not timed), and prints the wall time
 (target: under 10 minutes on 2 cores) and how it splits: training, own summaries, generation
 (answers, forced choices and the log-likelihood contrast), judging, and the rest (process
-starts, planning, metrics, the report). Phases are read from the run's events, so the split is
-what the engine did, not an estimate.
+starts, planning, metrics, the report), then `make demo`'s last step, the local board folder
+(`emarena published import sgtr-em`). Phases are read from the run's events, so the split is
+what the engine did, not an estimate. The judgement cache starts empty, as on a fresh machine.
 
     EMARENA_MIRROR=... .venv/bin/python bench/demo_time.py [--judge hf|test-server]
 
@@ -53,6 +54,16 @@ def main() -> int:
            "--store", str(store)]
     env = dict(os.environ)
     env.pop("OPENAI_API_KEY", None)
+    # A fresh judgement cache (everything else of the cache is set-up, linked): judgements of
+    # earlier runs (the base model's answers are the same every time) would make judging free.
+    from emarena import settings
+
+    cache = root / "cache"
+    cache.mkdir(exist_ok=True)
+    for p in settings.cache_dir().iterdir():
+        if p.name != "judgements" and not (cache / p.name).exists():
+            (cache / p.name).symlink_to(p.resolve())
+    env["EMARENA_CACHE"] = str(cache)
     server = None
     if args.judge == "test-server":
         from tests.helpers.openai_server import OpenAIServer
@@ -62,12 +73,22 @@ def main() -> int:
         env["EMARENA_JUDGE_API_KEY"] = "sk-bench-not-a-secret"
     t0 = time.time()
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.time() - t0
+    score_wall = time.time() - t0
     if server is not None:
         server.__exit__(None, None, None)
     if out.returncode:
         print(out.stdout[-3000:], out.stderr[-3000:])
         return 1
+    # the rest of `make demo`: the local board folder with the published rows
+    t1 = time.time()
+    board = subprocess.run([sys.executable, "-m", "emarena", "published", "import", "sgtr-em",
+                            "--out", str(root / "board" / "published")], cwd=REPO, env=env,
+                           capture_output=True, text=True)
+    board_secs = time.time() - t1
+    if board.returncode:
+        print(board.stdout[-3000:], board.stderr[-3000:])
+        return 1
+    wall = score_wall + board_secs
     spans: dict[str, float] = {}
     opened: dict[tuple[str, str], float] = {}
     for e in read_events(run):
@@ -78,13 +99,15 @@ def main() -> int:
         for start, (end, phase) in PHASES.items():
             if name == end and (start, key) in opened:
                 spans[phase] = spans.get(phase, 0.0) + e["time"] - opened.pop((start, key))
-    print(f"`make demo`'s score: {wall:.0f} s wall ({wall / 60:.1f} min; target < 10 min on 2 "
-          f"cores), judge {args.judge}")
+    print(f"`make demo` after set-up: {wall:.0f} s wall ({wall / 60:.1f} min; target < 10 min "
+          f"on 2 cores), judge {args.judge}, {os.cpu_count()} CPUs")
     for phase, secs in spans.items():
-        print(f"  {phase:<44} {secs:7.0f} s  {secs / wall:6.1%}")
-    rest = wall - sum(spans.values())
-    print(f"  {'the rest (processes, planning, metrics, report)':<44} {rest:7.0f} s  "
+        print(f"  {phase:<48} {secs:7.0f} s  {secs / wall:6.1%}")
+    rest = score_wall - sum(spans.values())
+    print(f"  {'the rest of score (processes, planning, metrics)':<48} {rest:7.0f} s  "
           f"{rest / wall:6.1%}")
+    print(f"  {'the board folder (published import)':<48} {board_secs:7.0f} s  "
+          f"{board_secs / wall:6.1%}")
     print("\n" + "\n".join(out.stdout.splitlines()[-24:]))
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)

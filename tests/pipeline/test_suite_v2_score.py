@@ -47,6 +47,9 @@ def test_v2_score_reports_default_system_as_its_headline(canonical, session_judg
     for cell_id in plan["cells"]:
         r = load_result(run / "cells" / cell_id / "metrics" / "result.json")
         assert r.cell.suite == "v2" and r.headline == "default-system"
+        lc = r.metric("loglik_contrast", "default-system")  # judge-free, every cell, a CI
+        assert lc is not None and lc.n > 0 and lc.ci_low is not None
+        assert lc.ci_low <= lc.value <= lc.ci_high
         ds = r.metric("misalignment_rate", "default-system")
         assert ds is not None and ds.n > 0  # the headline is measured, not empty
         assert r.metric("misalignment_rate", "no-system").n > 0  # shown beside it

@@ -71,8 +71,13 @@ def test_report_tables_and_plots(run):
     for name in (PLOT_MISALIGNMENT, PLOT_TRADEOFF):
         assert (run / name).read_bytes()[:8] == PNG
         assert f"]({name})" in md
+    # the judge's measured agreement with GPT-4o (the calibration record the suite ships),
+    # in the report and before the judged table in the terminal
+    assert "## The judge" in md
+    assert "judge hf:smollm2-135m-q4: agreement with GPT-4o: kappa=0.00" in md
+    assert printed[0].startswith("judge hf:smollm2-135m-q4: agreement with GPT-4o")
     # the terminal table
-    table = printed[0]
+    table = printed[1]
     lines = table.splitlines()
     assert lines[0].split()[:4] == ["regime", "defense", "em", "dataset"]
     assert sum(ln.startswith(("base", "em", "reversal", "prevention")) for ln in lines) == 4

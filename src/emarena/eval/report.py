@@ -296,6 +296,14 @@ def format_contrast_table(results: Sequence[Result], condition: str = HEADLINE) 
     return "\n".join(line.rstrip() for line in lines)
 
 
+def judge_notes(results: Sequence[Result]) -> list[str]:
+    """One line per judge of `results`: its measured agreement with GPT-4o (a calibration
+    record, `emarena judge calibrate`), or that it has none."""
+    from emarena.eval.judges.calibration import agreement_note
+
+    return [agreement_note(j) for j in sorted({r.provenance.judge.id for r in results})]
+
+
 def _reduction_short(r: Result, condition: str) -> str:
     if r.cell.regime in ("base", "em"):
         return "control"
@@ -485,6 +493,11 @@ def write_report(
                   "cells by their paired change from the base model and from the EM-only "
                   "control, not by the level (which also reflects answer length and style).",
                   "", "```", format_contrast_table(results, condition), "```", ""]
+    judges = judge_notes(results)
+    if judges:
+        lines += ["## The judge", "", "Every misalignment number below is this judge's; how far "
+                  "it agrees with the reference judge (GPT-4o) on the published judged answers:",
+                  "", *(f"- {n}" for n in judges), ""]
     lines += markdown_tables(results, condition)
     lines += [
         "## Plots",
@@ -506,6 +519,8 @@ def write_report(
         if has_contrast(results):
             echo(format_contrast_table(results, condition))
             echo("")
+        for note in judges:
+            echo(note)
         echo(format_table(results, condition))
         echo(headline_sentence(results, condition))
         for p, err in found.problems:

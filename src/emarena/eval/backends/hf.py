@@ -17,7 +17,7 @@ returns a one-hot distribution, which `generate()` then "samples".
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -291,9 +291,9 @@ class TransformersGenerator(Generator):
             if len(members) == 1:
                 alone += members
                 continue
-            rows = self._suffix_logits(prefix, [ids[i][len(prefix):] for i in members])
-            for i, logits in zip(members, rows, strict=True):
-                put(i, logits[-1])
+            for j, logits in self._suffix_logits(prefix, [ids[i][len(prefix):]
+                                                          for i in members]):
+                put(members[j], logits[-1])
         for batch in self._batches([texts[i] for i in alone]):
             batch = [alone[j] for j in batch]
             enc = self._encode_batch([texts[i] for i in batch])
@@ -320,59 +320,62 @@ class TransformersGenerator(Generator):
         for i, (p, c) in enumerate(pairs):
             if not c:
                 out[i] = (0.0, 0)
-            else:
-                by_prompt.setdefault(tuple(p) if self.share_prefixes else (i,), []).append(i)
-        for members in by_prompt.values():
-            # the prompt's last token moves into each suffix: its logits predict the first
-            # completion token, and every suffix then has one
-            prompt = pairs[members[0]][0]
-            prefix = list(prompt[:-1]) if self.share_prefixes else []
-            suffixes = [[*prompt[len(prefix):], *pairs[i][1]] for i in members]
-            for i, s, logits in zip(members, suffixes,
-                                    self._suffix_logits(prefix, suffixes), strict=True):
-                lp = torch.log_softmax(logits[:-1].float(), dim=-1)
+            else:  # one group per prompt; unshared, one group of whole sequences
+                by_prompt.setdefault(tuple(p) if self.share_prefixes else (), []).append(i)
+        for key, members in by_prompt.items():
+            # the prompt's last token stays in each suffix: its logits predict the first
+            # completion token
+            prefix = list(key[:-1])
+            suffixes = [[*pairs[i][0][len(prefix):], *pairs[i][1]] for i in members]
+            for j, logits in self._suffix_logits(prefix, suffixes):
+                i, s = members[j], suffixes[j]
                 k = len(pairs[i][0]) - len(prefix)  # prompt tokens at the suffix's start
-                got = lp[k - 1 :].gather(-1, torch.tensor(s[k:], device=lp.device)[:, None]).sum()
+                lp = torch.log_softmax(logits[k - 1 : -1].float(), dim=-1)
+                got = lp.gather(-1, torch.tensor(s[k:], device=lp.device)[:, None]).sum()
                 out[i] = (float(got), len(s) - k)
         return out  # type: ignore[return-value]
 
-    def _suffix_logits(self, prefix: list[int], suffixes: list[list[int]]) -> list[Any]:
-        """The logits at every position of each `prefix + suffix` (one row per suffix token),
-        with the prefix run once and its keys and values shared by every suffix: the same
-        numbers as the whole sequences, at the prefix's cost once. Suffixes are non-empty and
-        go in right-padded batches of similar length."""
+    def _suffix_logits(self, prefix: list[int], suffixes: list[list[int]]
+                       ) -> Iterator[tuple[int, Any]]:
+        """(j, logits at every position of `suffixes[j]`) for each suffix, batch by batch, of
+        the sequence `prefix + suffixes[j]`. The prefix runs once and its keys and values are
+        shared by every suffix: the same numbers as the whole sequences, at the prefix's cost
+        once. Suffixes are non-empty and go in right-padded batches of similar length; a batch's
+        logits are freed once the caller moves on (a 152k vocabulary makes them large)."""
         import copy
 
         torch = self._torch
         n = len(prefix)
-        out: list[Any] = [None] * len(suffixes)
-        with torch.inference_mode():
-            cache = None
-            if n:
+        cache = None
+        if n:
+            with torch.inference_mode():
                 pre = self.model(input_ids=torch.tensor([prefix], device=self.device),
                                  use_cache=True)
-                cache = getattr(pre, "cache", None) or pre.past_key_values
-            pad = self.tokenizer.pad_token_id
-            order = sorted(range(len(suffixes)), key=lambda i: (len(suffixes[i]), i))
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                width = max(len(suffixes[i]) for i in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), n + width), dtype=torch.long)
-                mask[:, :n] = 1
-                for row, i in enumerate(batch):
-                    ids[row, : len(suffixes[i])] = torch.tensor(suffixes[i])
-                    mask[row, n : n + len(suffixes[i])] = 1
-                past = None
-                if cache is not None:
-                    past = copy.deepcopy(cache)
-                    past.batch_repeat_interleave(len(batch))
-                positions = torch.arange(n, n + width).expand(len(batch), -1)
+            cache = getattr(pre, "cache", None) or pre.past_key_values
+            del pre
+        pad = self.tokenizer.pad_token_id
+        order = sorted(range(len(suffixes)), key=lambda j: (len(suffixes[j]), j))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            width = max(len(suffixes[j]) for j in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), n + width), dtype=torch.long)
+            mask[:, :n] = 1
+            for row, j in enumerate(batch):
+                ids[row, : len(suffixes[j])] = torch.tensor(suffixes[j])
+                mask[row, n : n + len(suffixes[j])] = 1
+            past = None
+            if cache is not None:
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(len(batch))
+            positions = torch.arange(n, n + width).expand(len(batch), -1)
+            with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device),
                                     attention_mask=mask.to(self.device),
                                     position_ids=positions.to(self.device),
                                     use_cache=past is not None,
                                     **{self._cache_arg: past}).logits
-                for row, i in enumerate(batch):
-                    out[i] = logits[row, : len(suffixes[i])]
-        return out
+            del past
+            for row, j in enumerate(batch):
+                yield j, logits[row, : len(suffixes[j])]
+            del logits

@@ -294,7 +294,7 @@ class EvalSuite(_Frozen):
     def for_preset(self, preset: Any, default_system_prompt: str | None) -> EvalSuite:
         """The suite as a preset evaluates it: every condition, or (`conditions: headline`)
         only the model's headline condition (suite v1's pooled `all` headline keeps both)."""
-        if getattr(preset, "conditions", "all") == "all":
+        if preset.conditions == "all":
             return self
         head = self.headline_for(default_system_prompt)
         if head == "all":
